@@ -1,0 +1,26 @@
+"""Compose and run litlab configs in-process (notebooks, tests) without `@hydra.main`."""
+
+from collections.abc import Sequence
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from litlab import CONFIG_DIR
+
+
+def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `litlab-<config_name> <overrides>` would run, with its run directory fixed.
+
+    Hydra's global state is set up and torn down inside, so calling this again is safe.
+    """
+    with initialize_config_dir(
+        version_base="1.3", config_dir=str(CONFIG_DIR), job_name=config_name
+    ):
+        cfg = hydra_compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        # Outside @hydra.main there is no runtime output dir: use the run dir Hydra would make.
+        if OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False) is None:
+            cfg.paths.output_dir = cfg.hydra.run.dir
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg

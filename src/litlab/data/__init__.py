@@ -1,0 +1,3 @@
+from litlab.data.mnist import DATASETS, InMemoryImages, MNISTDataModule
+
+__all__ = ["DATASETS", "InMemoryImages", "MNISTDataModule"]

@@ -1,0 +1,72 @@
+import torch
+from torch import nn
+
+from litlab.nets import layers
+from litlab.nets.layers import POOLS, dense_stack
+
+
+class CNN(nn.Module):
+    """Conv blocks (conv -> activation -> 2x2 pool) feeding a dense head (sec. 3.2).
+
+    `pooled_blocks` leading blocks are followed by pooling (default: all but the last).
+    `features` is the convolutional trunk, shared with the convolutional VAE encoder.
+    """
+
+    def __init__(
+        self,
+        input_shape=(1, 28, 28),
+        num_classes: int = 10,
+        channels=(32, 64, 64),
+        kernel_size: int = 3,
+        pool: str = "max",
+        pooled_blocks: int | None = None,
+        hidden=(64,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose one of {sorted(POOLS)}")
+        pooled_blocks = len(channels) - 1 if pooled_blocks is None else pooled_blocks
+        blocks: list[nn.Module] = []
+        in_channels = input_shape[0]
+        for i, out_channels in enumerate(channels):
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, kernel_size),
+                layers.activation(activation),
+            ]
+            if i < pooled_blocks:
+                blocks.append(POOLS[pool](2))
+            in_channels = out_channels
+        self.features = nn.Sequential(*blocks)
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, *input_shape)).numel()
+        head, width = dense_stack(flat, hidden, activation, dropout)
+        self.head = nn.Sequential(nn.Flatten(), *head, nn.Linear(width, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class SeedCNN(CNN):
+    """The article's Keras CNN for MNIST (sec. 4.1), layer for layer, with Keras' initializers.
+
+    Conv(32,3x3)-ReLU-MaxPool(2)-Conv(64,3x3)-ReLU-MaxPool(2)-Conv(64,3x3)-ReLU-Flatten
+    -Dense(64)-ReLU-Dense(10): 93,322 parameters.
+    """
+
+    def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10):
+        super().__init__(
+            input_shape,
+            num_classes,
+            channels=(32, 64, 64),
+            kernel_size=3,
+            pool="max",
+            pooled_blocks=2,
+            hidden=(64,),
+            activation="relu",
+        )
+        for module in self.modules():  # Keras defaults: glorot_uniform kernels, zero biases
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)

@@ -1,0 +1,24 @@
+"""Small building blocks shared by the nets."""
+
+from torch import nn
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+def activation(name: str) -> nn.Module:
+    """The article's activations (sec. 3.1.2) by name."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def dense_stack(width: int, hidden, act: str, dropout: float) -> tuple[list[nn.Module], int]:
+    """Linear -> activation (-> dropout) per hidden width; returns the layers and the last width."""
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(width, size), activation(act)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    return layers, width

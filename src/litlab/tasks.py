@@ -1,0 +1,173 @@
+"""What the entry points do, as plain functions of a composed config (for notebooks, tests)."""
+
+import json
+import logging
+import re
+import secrets
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from litlab.errors import LitlabError
+
+log = logging.getLogger(__name__)
+
+# A short random id per process: run directories started in the same second stay apart.
+if not OmegaConf.has_resolver("run_id"):
+    OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+
+# Keys a typo or a wrong type would otherwise only break deep inside the Trainer.
+_POSITIVE_INTEGERS = ("trainer.max_epochs", "data.batch_size")
+_INTEGERS = ("seed",)
+_POSITIVE_NUMBERS = ("model.optimizer.lr",)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse values of the wrong type before anything is built or written."""
+    for key in _POSITIVE_INTEGERS + _INTEGERS + _POSITIVE_NUMBERS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        integer = key not in _POSITIVE_NUMBERS
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            noun = "an integer" if integer else "a number"
+            raise LitlabError(
+                f"{key}={value!r} is not {noun}; pass e.g. {key}={'5' if integer else '0.001'}"
+            )
+        if key not in _INTEGERS and value <= 0:
+            raise LitlabError(f"{key}={value} must be positive")
+
+
+def _instances(group: DictConfig | None) -> list:
+    """Instantiate each entry of a callbacks/logger group; `null` entries switch one off."""
+    return [instantiate(part) for part in (group or {}).values() if part is not None]
+
+
+def build_trainer(cfg: DictConfig, **overrides) -> L.Trainer:
+    return instantiate(
+        cfg.trainer,
+        callbacks=_instances(cfg.get("callbacks")),
+        logger=_instances(cfg.get("logger")) or False,
+        **overrides,
+    )
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items()) if torch.as_tensor(v).numel() == 1}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Seed, build, fit, test the best checkpoint; write config.yaml and metrics.json."""
+    check_config(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    trainer = build_trainer(cfg)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    metrics = _scalars(trainer.callback_metrics)
+
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics.update(_scalars(trainer.callback_metrics))
+
+    if trainer.is_global_zero:
+        summary = {
+            "metrics": metrics,
+            "best_checkpoint": str(Path(best).relative_to(run_dir.resolve())) if best else None,
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("run directory: %s", run_dir)
+        if "test/acc" in metrics:
+            log.info("test accuracy: %.4f", metrics["test/acc"])
+    return metrics
+
+
+def find_run(run_dir: str | None, ckpt_path: str | None) -> tuple[Path, Path]:
+    """The run directory and the checkpoint to evaluate (the run's best unless one is named)."""
+    if run_dir is None and ckpt_path is None:
+        raise LitlabError(
+            "say which run to evaluate: run_dir=logs/train/runs/<run> or ckpt_path=<file>"
+        )
+    if run_dir is None:  # <run>/checkpoints/<file>.ckpt
+        run_dir = Path(ckpt_path).resolve().parent.parent
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise LitlabError(
+            f"{run_dir} is not a litlab run directory (no config.yaml); pass run_dir= of a run"
+        )
+    if ckpt_path is None:
+        best = None
+        if (run_dir / "metrics.json").is_file():
+            best = json.loads((run_dir / "metrics.json").read_text()).get("best_checkpoint")
+        last = run_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = run_dir / best if best else last
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise LitlabError(
+            f"no checkpoint at {ckpt_path}; pass ckpt_path= of an existing .ckpt file"
+        )
+    return run_dir, ckpt_path
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a Lightning checkpoint without executing anything (`weights_only=True`)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError ...
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if refused:
+            reason = f"it would load {refused.group(1)}, which weights-only loading refuses"
+        else:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise LitlabError(f"{path} is not a loadable checkpoint ({reason})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise LitlabError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:
+    """Build the model a run's config describes and fill it from a checkpoint of that model."""
+    state = load_checkpoint(ckpt_path)["state_dict"]
+    model = instantiate(model_cfg)
+    expected = model.state_dict()
+    wrong = sorted(set(state) ^ set(expected)) or [
+        k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if wrong:
+        net = OmegaConf.select(model_cfg, "net._target_", default=model_cfg.get("_target_"))
+        raise LitlabError(
+            f"{ckpt_path} holds a different model than the run's {net} "
+            f"(first mismatch: {wrong[0]}); pass a checkpoint written by that run"
+        )
+    model.load_state_dict(state)
+    return model
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a trained run with its own config; write metrics.json to this eval's directory."""
+    run_dir, ckpt_path = find_run(cfg.get("run_dir"), cfg.get("ckpt_path"))
+    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    if cfg.get("data_dir"):
+        run_cfg.data.data_dir = cfg.data_dir
+    model = load_model(run_cfg.model, ckpt_path)
+    datamodule = instantiate(run_cfg.data)
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    metrics = _scalars(trainer.test(model, datamodule=datamodule)[0])
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "metrics": metrics}
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("test accuracy of %s: %s", ckpt_path, metrics.get("test/acc"))
+    return metrics

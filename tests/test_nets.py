@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from litlab.nets import CNN, MLP, SeedCNN
+
+
+def n_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_seed_cnn_has_the_keras_parameter_count():
+    assert n_params(SeedCNN()) == 93_322
+
+
+def test_seed_cnn_layers_match_the_article():
+    net = SeedCNN()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    dense = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in convs] == [32, 64, 64]
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    assert len(pools) == 2
+    assert [(d.in_features, d.out_features) for d in dense] == [(576, 64), (64, 10)]
+    assert all(torch.all(m.bias == 0) for m in convs + dense)  # Keras' zero bias init
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_mlp_activation_and_shapes(activation):
+    net = MLP(hidden=(32, 16), activation=activation, dropout=0.1)
+    assert net(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+    kinds = {type(m).__name__.lower() for m in net.modules()}
+    assert activation in kinds
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_cnn_pooling_choice(pool):
+    net = CNN(channels=(8, 16), pool=pool, pooled_blocks=2, hidden=(), num_classes=3)
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 3)
+    expected = torch.nn.MaxPool2d if pool == "max" else torch.nn.AvgPool2d
+    assert sum(isinstance(m, expected) for m in net.modules()) == 2
+
+
+def test_unknown_activation_and_pool_are_refused():
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        MLP(activation="gelu")
+    with pytest.raises(ValueError, match="unknown pool 'min'"):
+        CNN(pool="min")
