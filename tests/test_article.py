@@ -1,7 +1,8 @@
 """The article's own setup (sec. 4.1), in full: what `make train` runs."""
 
-import litlab
 from conftest import compose
+
+import litlab
 
 
 def test_the_articles_cnn_reaches_99_percent_on_mnist(tmp_path, mnist):

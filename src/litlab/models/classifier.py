@@ -2,7 +2,7 @@ import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from litlab.models.parts import build, config_hparams
@@ -43,8 +43,13 @@ class Classifier(L.LightningModule):
         self.net: nn.Module = build(net)
         self.optimizer_factory = build(optimizer)
         self.scheduler_factory = build(scheduler)
-        # ModuleDict keys must not shadow nn.Module attributes such as `train`
-        self.accuracy = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes) for s in STAGES})
+        # Per-stage metrics are updated each step and logged once per epoch: a `self.log` per
+        # step costs more than a small net's whole training step. ModuleDict keys must not
+        # shadow nn.Module attributes such as `train`, hence the suffixes.
+        self.metrics = nn.ModuleDict()
+        for stage in STAGES:
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, validate_args=False)
+            self.metrics[f"{stage}_loss"] = MeanMetric()
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,22 +59,19 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self.net(x)
         loss = classification_loss(self.hparams.loss, logits, y)
-        accuracy = self.accuracy[f"{stage}_acc"]
-        accuracy.update(logits.detach(), y)
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=on_step,
-            sync_dist=not on_step,
-        )
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        self.metrics[f"{stage}_acc"].update(logits.detach(), y)
+        self.metrics[f"{stage}_loss"].update(loss.detach(), weight=len(y))
         return loss
 
+    def log_epoch(self, stage: str) -> None:
+        for name in ("loss", "acc"):
+            self.log(f"{stage}/{name}", self.metrics[f"{stage}_{name}"], prog_bar=True)
+
     def training_step(self, batch, batch_idx):
-        return self.step(batch, "train")
+        loss = self.step(batch, "train")
+        if batch_idx % self.trainer.log_every_n_steps == 0:  # the running loss, for the bar
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self.step(batch, "val")
@@ -81,12 +83,25 @@ class Classifier(L.LightningModule):
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self.net(x).softmax(dim=-1)
 
+    def on_fit_start(self) -> None:
+        # States left by an earlier validate/test are inference tensors, which fit's no-grad
+        # validation cannot update in place: start from fresh ones.
+        for metric in self.metrics.values():
+            metric.reset()
+
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity check's numbers
 
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch("train")
+
     def on_validation_epoch_end(self) -> None:
-        self.val_acc_best.update(self.accuracy["val_acc"].compute())
+        self.val_acc_best.update(self.metrics["val_acc"].compute())
+        self.log_epoch("val")
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -1,0 +1,69 @@
+"""Shared by the benchmarks: timing, the machine's description, and docs/benchmarks.md sections."""
+
+import datetime
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Every figure is measured side by side in one run against a plain PyTorch baseline on the same
+net, data and batch size, and rewritten by `make bench` (one section per benchmark script).
+"""
+
+
+def cpu_name() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        return re.search(r"model name\s*:\s*(.+)", text).group(1).strip()
+    except (OSError, AttributeError):
+        return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu_name()}, {os.cpu_count()} cores, {device}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}"
+    )
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class EpochTimer(Callback):
+    """Wall time of each training epoch, its validation included."""
+
+    seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        EpochTimer.seconds.append(time.perf_counter() - self._start)
+
+
+def write_section(name: str, title: str, body: str) -> None:
+    """Replace (or append) the section `name` (also the script's name) of docs/benchmarks.md."""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    section = (
+        f"<!-- {name}:start -->\n## {title}\n\n"
+        f"Measured {stamp} on {machine()}.  \n"
+        f"Command: `make bench` (or `python benchmarks/{name}.py`).\n\n"
+        f"{body.strip()}\n<!-- {name}:end -->"
+    )
+    text = DOC.read_text() if DOC.exists() else HEADER
+    pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else f"{text}\n{section}\n"
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(text)
+    print(section)
