@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # Datasets fetched by `make data` (Fashion-MNIST comes from Debian's packages).
-DATASETS ?= mnist fashion_mnist
+DATASETS ?= mnist fashion_mnist bbc_news tweets_sentiment rotten_tomatoes
 ARGS ?=
 
 .PHONY: help install data train test bench lint format clean distclean

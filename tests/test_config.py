@@ -30,7 +30,8 @@ def test_every_experiment_composes_and_instantiates(tmp_path, experiment):
     assert isinstance(instantiate(cfg.data), LightningDataModule)
     model = instantiate(cfg.model)
     assert isinstance(model, LightningModule)
-    assert model.hparams.num_classes == cfg.data.num_classes  # flows from the data config
+    if "num_classes" in model.hparams:  # classifiers: flows from the data config
+        assert model.hparams.num_classes == cfg.data.num_classes
     trainer_cfg = instantiate(cfg.trainer, _partial_=True)
     assert trainer_cfg.keywords["max_epochs"] == cfg.trainer.max_epochs
 

@@ -1,6 +1,12 @@
 """Callbacks litlab adds to Lightning's."""
 
-from lightning.pytorch.callbacks import RichProgressBar
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torchvision.utils import make_grid, save_image
 
 
 class ProgressBar(RichProgressBar):
@@ -18,3 +24,86 @@ class ProgressBar(RichProgressBar):
         done = batch_idx + 1
         if done % self.update_every == 0 or done == self.total_train_batches:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class GenerativePictures(Callback):
+    """PNG pictures of what a (variational) autoencoder does, in `dirpath` and in TensorBoard.
+
+    Each validation epoch: inputs above their reconstructions, and (for a VAE) samples from the
+    prior. When training ends: the validation codes in 2-D coloured by class (the first two
+    principal components when the code is larger), and for a 2-D code the decoded manifold.
+    """
+
+    def __init__(self, dirpath: str, n: int = 16, scatter_points: int = 5000):
+        self.dirpath, self.n, self.scatter_points = Path(dirpath), n, scatter_points
+
+    def _save(self, trainer, name: str, images: torch.Tensor, nrow: int) -> Path:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        grid = make_grid(images.detach().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+        path = self.dirpath / f"{name}.png"
+        save_image(grid, path)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(name.rsplit("_epoch", 1)[0], grid, trainer.global_step)
+        return path
+
+    def _val_batch(self, trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = next(iter(trainer.datamodule.val_dataloader()))
+        return x[: self.n], y[: self.n]
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        x, _ = self._val_batch(trainer)
+        x = x.to(pl_module.device)
+        epoch = f"epoch{trainer.current_epoch:03d}"
+        self._save(
+            trainer,
+            f"reconstructions_{epoch}",
+            torch.cat([x, pl_module.reconstruct(x)]),
+            nrow=len(x),
+        )
+        if hasattr(pl_module, "sample"):
+            self._save(trainer, f"samples_{epoch}", pl_module.sample(self.n * 4), nrow=self.n)
+
+    @rank_zero_only
+    def on_train_end(self, trainer, pl_module) -> None:
+        codes, labels = [], []
+        for x, y in trainer.datamodule.val_dataloader():
+            codes.append(pl_module.encode(x.to(pl_module.device)).detach().cpu())
+            labels.append(y)
+            if sum(len(c) for c in codes) >= self.scatter_points:
+                break
+        codes, labels = torch.cat(codes), torch.cat(labels)
+        self.scatter(codes, labels)
+        if codes.shape[1] == 2:
+            self.manifold(trainer, pl_module)
+
+    def scatter(self, codes: torch.Tensor, labels: torch.Tensor) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        projected = codes.shape[1] > 2
+        if projected:  # the two directions of largest variance
+            centered = codes - codes.mean(0)
+            codes = centered @ torch.linalg.svd(centered, full_matrices=False).Vh[:2].T
+        fig, ax = plt.subplots(figsize=(6, 5))
+        points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=3)
+        fig.colorbar(points, ax=ax, label="class")
+        ax.set_title(
+            "validation codes" + (" (first two principal components)" if codes.shape[1] > 2 else "")
+        )
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / "latent_scatter.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return path
+
+    def manifold(self, trainer, pl_module, steps: int = 20) -> Path:
+        # Gaussian quantiles, so the grid covers the prior evenly
+        values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps))
+        z = torch.cartesian_prod(values, values.flip(0))[:, [1, 0]].to(pl_module.device)
+        return self._save(trainer, "latent_manifold", pl_module.decode(z), nrow=steps)

@@ -1,5 +1,6 @@
 """What the entry points do, as plain functions of a composed config (for notebooks, tests)."""
 
+import copy
 import json
 import logging
 import re
@@ -9,7 +10,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litlab.errors import LitlabError
 
@@ -61,8 +62,54 @@ def _scalars(metrics: dict) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Seed, build, fit, test the best checkpoint; write config.yaml and metrics.json."""
+    """Seed, build, fit, test the best checkpoint; write config.yaml and metrics.json.
+
+    A config with a `pretrain` section first trains that model in `<run>/pretrain` and starts
+    this one from its last checkpoint; `compare_scratch` also trains it from scratch in
+    `<run>/scratch`, adding those metrics as `scratch/...`.
+    """
     check_config(cfg)
+    if cfg.get("pretrain") is None:
+        return fit(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    pretrain = cfg.pretrain
+    fit(
+        derived(
+            cfg,
+            run_dir / "pretrain",
+            model=pretrain.model,
+            data=pretrain.data,
+            monitor="val/loss",
+            monitor_mode="min",
+            optimized_metric="val/loss_best",
+            **{"trainer.max_epochs": pretrain.max_epochs},
+        )
+    )
+    pretrained = run_dir / "pretrain" / "checkpoints" / "last.ckpt"
+    metrics = fit(derived(cfg, run_dir, **{"model.init_from": str(pretrained)}))
+    if cfg.get("compare_scratch"):
+        scratch = fit(derived(cfg, run_dir / "scratch", **{"model.init_from": None}))
+        metrics.update({f"scratch/{k}": v for k, v in scratch.items()})
+        summary = json.loads((run_dir / "metrics.json").read_text())
+        summary["metrics"] = metrics
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return metrics
+
+
+def derived(cfg: DictConfig, output_dir: Path, **changes) -> DictConfig:
+    """A copy of `cfg` for one stage of a multi-stage run: its own directory, no stages."""
+    stage = copy.deepcopy(cfg)
+    with open_dict(stage):
+        for key in ("pretrain", "compare_scratch"):
+            stage.pop(key, None)
+        stage.paths.output_dir = str(output_dir)
+        for key, value in changes.items():
+            OmegaConf.update(stage, key, value, merge=False)
+    return stage
+
+
+def fit(cfg: DictConfig) -> dict[str, float]:
+    """One training run: the body of `train` for a single model."""
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)

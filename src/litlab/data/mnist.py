@@ -84,6 +84,7 @@ class MNISTDataModule(L.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
+        labelled: int | None = None,
         seed: int = 0,
         download: bool = False,
         mean: float = 0.1307,
@@ -155,12 +156,22 @@ class MNISTDataModule(L.LightningDataModule):
             raise LitlabError(f"data.val_size must be between 1 and {len(labels) - 1}")
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(hp.seed))
         val, train = order[: hp.val_size], order[hp.val_size :]
+        if hp.labelled:
+            train = self.balanced_subset(train, labels, hp.labelled)
         test_images, test_labels = self.load_split("test")
         self.splits = {
             "train": InMemoryImages(images[train], labels[train], hp.mean, hp.std),
             "val": InMemoryImages(images[val], labels[val], hp.mean, hp.std),
             "test": InMemoryImages(test_images, test_labels, hp.mean, hp.std),
         }
+
+    def balanced_subset(self, order: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
+        """The first n / num_classes images of each class in `order`."""
+        per_class, classes = divmod(n, self.hparams.num_classes)[0], self.hparams.num_classes
+        if per_class < 1 or n > len(order):
+            raise LitlabError(f"data.labelled must be between {classes} and {len(order)}, got {n}")
+        picked = [order[labels[order] == c][:per_class] for c in range(classes)]
+        return torch.cat(picked).sort().values
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -1,5 +1,6 @@
-"""LightningModules: loss, metrics and optimization around a plain net."""
+"""LightningModules: loss, metrics and optimization around plain nets."""
 
+from litlab.models.autoencoder import VAE, Autoencoder
 from litlab.models.classifier import Classifier
 
-__all__ = ["Classifier"]
+__all__ = ["VAE", "Autoencoder", "Classifier"]

@@ -20,9 +20,9 @@ def as_config(part: Any) -> dict | None:
     return None
 
 
-def build(part: Any) -> Any:
-    """Instantiate a config part; a part given already built passes through."""
-    return instantiate(part) if isinstance(part, Mapping) else part
+def build(part: Any, **kwargs) -> Any:
+    """Instantiate a config part (with `kwargs` filled in); a built part passes through."""
+    return instantiate(part, **kwargs) if isinstance(part, Mapping) else part
 
 
 def config_hparams(**parts: Any) -> dict:

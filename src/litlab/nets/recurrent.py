@@ -1,0 +1,135 @@
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RecurrentClassifier(nn.Module):
+    """Embedding -> stacked recurrent layers -> linear, read at each sequence's last real step.
+
+    Takes `(tokens [B, T], lengths [B])`. Sequences are packed, so padding never reaches the
+    recurrence: a sequence alone or padded inside a batch of longer ones gives the same logits.
+    `keras_compatible` gives each gate a single bias, as Keras does (PyTorch's cells carry two,
+    b_ih and b_hh): the cells run without bias on inputs extended by a constant 1, whose
+    weight column is that bias. It also takes Keras' initializers, which train the article's
+    models far better than PyTorch's: small uniform embeddings, Glorot input kernels,
+    orthogonal recurrent kernels, zero biases but 1 for the LSTM forget gate.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 10_000,
+        num_classes: int = 10,
+        embedding_dim: int = 64,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        cell: str = "lstm",
+        bidirectional: bool = False,
+        keras_compatible: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(CELLS)}")
+        self.keras_compatible = keras_compatible
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        directions = 2 if bidirectional else 1
+        extra = 1 if keras_compatible else 0
+        self.layers = nn.ModuleList(
+            CELLS[cell](
+                (embedding_dim if i == 0 else hidden_size * directions) + extra,
+                hidden_size,
+                batch_first=True,
+                bias=not keras_compatible,
+                bidirectional=bidirectional,
+            )
+            for i in range(num_layers)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size * directions, num_classes)
+        if keras_compatible:
+            self._keras_init(hidden_size, cell)
+
+    @torch.no_grad()
+    def _keras_init(self, hidden: int, cell: str) -> None:
+        nn.init.uniform_(self.embedding.weight, -0.05, 0.05)
+        for layer in self.layers:
+            for name, weight in layer.named_parameters():
+                if name.startswith("weight_ih"):
+                    kernel, bias = weight[:, :-1], weight[:, -1]  # last column: the bias
+                    nn.init.xavier_uniform_(kernel)
+                    bias.zero_()
+                    if cell == "lstm":
+                        bias[hidden : 2 * hidden] = 1.0  # unit forget bias (gates i, f, g, o)
+                elif name.startswith("weight_hh"):
+                    for block in weight.view(-1, hidden, hidden):  # one block per gate
+                        nn.init.orthogonal_(block)
+        nn.init.xavier_uniform_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, batch) -> torch.Tensor:
+        tokens, lengths = batch
+        x = self.dropout(self.embedding(tokens))
+        lengths = lengths.cpu()
+        for i, layer in enumerate(self.layers):
+            if self.keras_compatible:
+                x = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            output, state = layer(packed)
+            if i < len(self.layers) - 1:
+                x = self.dropout(pad_packed_sequence(output, batch_first=True)[0])
+        last = state[0] if isinstance(state, tuple) else state  # [directions, B, H]
+        return self.head(self.dropout(torch.cat(list(last), dim=-1)))
+
+
+class LSTMClassifier(RecurrentClassifier):
+    """The article's text classifier (sec. 4.2): Embedding(10000, 64) -> LSTM(64) -> LSTM(64)
+    -> Dense. With `keras_compatible=True` and 10 classes it has Keras' 706,698 parameters."""
+
+    def __init__(
+        self,
+        vocab_size: int = 10_000,
+        num_classes: int = 10,
+        embedding_dim: int = 64,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        keras_compatible: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            vocab_size,
+            num_classes,
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            cell="lstm",
+            keras_compatible=keras_compatible,
+            **kwargs,
+        )
+
+
+class RNN(RecurrentClassifier):
+    """The Elman network of sec. 3.3: h_t = tanh(W_hh h_{t-1} + W_xh x_t + b_h),
+    y = W_hy h_T + b_y; stack it with `num_layers`. `keras_compatible` keeps the single b_h."""
+
+    def __init__(
+        self,
+        vocab_size: int = 10_000,
+        num_classes: int = 10,
+        embedding_dim: int = 64,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        keras_compatible: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            vocab_size,
+            num_classes,
+            embedding_dim,
+            hidden_size,
+            num_layers,
+            cell="rnn",
+            keras_compatible=keras_compatible,
+            **kwargs,
+        )
