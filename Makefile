@@ -24,7 +24,8 @@ install: $(INSTALLED)
 data: $(INSTALLED)
 	$(BIN)/litlab-data $(DATASETS)
 
-train: data
+train: $(INSTALLED)
+	$(BIN)/litlab-data mnist
 	$(BIN)/litlab-train $(ARGS)
 
 test: data

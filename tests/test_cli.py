@@ -129,3 +129,45 @@ def test_corrupt_idx_file_is_reported(tmp_path):
 def test_unknown_dataset_for_litlab_data(tmp_path):
     result = run_cli("litlab-data", "cifar10", "--data-dir", str(tmp_path))
     assert result.returncode == 2 and "invalid choice: 'cifar10'" in result.stderr
+
+
+def test_a_model_without_its_experiment_names_the_monitor_to_set(tmp_path):
+    result = run_cli(
+        "litlab-train",
+        "model=vae_mlp",
+        "data.mean=0",
+        "data.std=1",
+        f"paths.data_dir={DATA_DIR}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert_one_line_error(result, "monitor=val/acc is not logged by VAE", "experiment=vae_mlp")
+
+
+def test_a_missing_mandatory_value(tmp_path):
+    result = run_cli("litlab-train", "data=text", "model=lstm", f"hydra.run.dir={tmp_path}")
+    assert_one_line_error(result, "Missing mandatory value: data.")
+
+
+def test_resuming_from_a_missing_checkpoint(tmp_path):
+    result = run_cli(
+        "litlab-train",
+        f"ckpt_path={tmp_path / 'nope.ckpt'}",
+        f"paths.data_dir={DATA_DIR}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_one_line_error(result, "no checkpoint at")
+
+
+def test_test_only_run_uses_the_given_checkpoint(runs, tmp_path):
+    result = run_cli(
+        "litlab-train",
+        "experiment=mlp_relu",
+        *QUICK,
+        "train=false",
+        f"ckpt_path={runs['mlp'] / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert read_metrics(tmp_path)["test/acc"] == pytest.approx(
+        read_metrics(runs["mlp"])["test/acc"]
+    )

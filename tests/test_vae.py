@@ -184,3 +184,16 @@ def test_bce_on_normalized_data_is_a_clear_error_not_nan(tmp_path, mnist):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1
     assert "model.recon=bce needs pixels in [0, 1]" in errors[0] and "data.std=1" in errors[0]
+
+
+def test_labelled_subset_must_split_evenly(mnist):
+    from litlab.data import MNISTDataModule
+
+    dm = MNISTDataModule(data_dir=str(DATA_DIR), labelled=105)
+    with pytest.raises(LitlabError, match="data.labelled=105 must be a multiple of 10"):
+        dm.setup()
+
+
+def test_log_prob_needs_bce():
+    with pytest.raises(LitlabError, match="log_prob_samples needs model.recon=bce"):
+        small_vae(recon="mse", log_prob_samples=10)

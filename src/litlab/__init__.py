@@ -6,10 +6,20 @@ from litlab.errors import LitlabError
 
 __version__ = "0.1.0"
 
-# The Hydra configs live at the repository top level, next to src/.
+# The Hydra configs live at the repository top level, next to src/ (an editable install).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
-from litlab.api import compose  # noqa: E402
-from litlab.tasks import evaluate, train  # noqa: E402
-
 __all__ = ["CONFIG_DIR", "LitlabError", "__version__", "compose", "evaluate", "train"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `litlab.nets` alone pulls in neither Lightning nor Hydra.
+    if name == "compose":
+        from litlab.api import compose
+
+        return compose
+    if name in ("train", "evaluate"):
+        from litlab import tasks
+
+        return getattr(tasks, name)
+    raise AttributeError(f"module 'litlab' has no attribute {name!r}")

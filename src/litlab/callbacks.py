@@ -68,7 +68,9 @@ class GenerativePictures(Callback):
             self._save(trainer, f"samples_{epoch}", pl_module.sample(self.n * 4), nrow=self.n)
 
     @rank_zero_only
+    @torch.no_grad()
     def on_train_end(self, trainer, pl_module) -> None:
+        pl_module.eval()  # batch norm must use its running statistics, not these batches'
         codes, labels = [], []
         for x, y in trainer.datamodule.val_dataloader():
             codes.append(pl_module.encode(x.to(pl_module.device)).detach().cpu())
@@ -105,5 +107,6 @@ class GenerativePictures(Callback):
     def manifold(self, trainer, pl_module, steps: int = 20) -> Path:
         # Gaussian quantiles, so the grid covers the prior evenly
         values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, steps))
-        z = torch.cartesian_prod(values, values.flip(0))[:, [1, 0]].to(pl_module.device)
+        # rows from high z1 (top) to low, columns from low z0 (left) to high: as in the scatter
+        z = torch.cartesian_prod(values.flip(0), values)[:, [1, 0]].to(pl_module.device)
         return self._save(trainer, "latent_manifold", pl_module.decode(z), nrow=steps)

@@ -3,3 +3,8 @@
 
 class LitlabError(Exception):
     """Something the user can fix (bad override, missing data, wrong checkpoint, malformed file)."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first line of text, or its type's name when it has none."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

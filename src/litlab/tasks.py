@@ -3,16 +3,18 @@
 import copy
 import json
 import logging
-import re
 import secrets
 from pathlib import Path
 
 import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from litlab.checkpoints import load_checkpoint
 from litlab.errors import LitlabError
+from litlab.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +45,29 @@ def check_config(cfg: DictConfig) -> None:
             raise LitlabError(f"{key}={value} must be positive")
 
 
+def check_monitor(cfg: DictConfig, model: L.LightningModule) -> None:
+    """Checkpointing and early stopping follow `monitor`: it must be a metric this model logs."""
+    metrics = getattr(model, "metrics", {})
+    logged = {f"val/{key[4:]}" for key in metrics if key.startswith("val_")}
+    logged |= {f"val/{model.best_of[0]}_best"} if hasattr(model, "best_of") else set()
+    if logged and cfg.get("monitor") not in logged:
+        raise LitlabError(
+            f"monitor={cfg.get('monitor')} is not logged by {type(model).__name__} (it logs "
+            f"{', '.join(sorted(logged))}); use an experiment made for this model "
+            "(e.g. experiment=vae_mlp) or set monitor= and monitor_mode="
+        )
+
+
 def _instances(group: DictConfig | None) -> list:
     """Instantiate each entry of a callbacks/logger group; `null` entries switch one off."""
     return [instantiate(part) for part in (group or {}).values() if part is not None]
 
 
-def build_trainer(cfg: DictConfig, **overrides) -> L.Trainer:
+def build_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(
         cfg.trainer,
         callbacks=_instances(cfg.get("callbacks")),
         logger=_instances(cfg.get("logger")) or False,
-        **overrides,
     )
 
 
@@ -82,17 +96,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
             monitor="val/loss",
             monitor_mode="min",
             optimized_metric="val/loss_best",
+            ckpt_path=None,
             **{"trainer.max_epochs": pretrain.max_epochs},
         )
     )
     pretrained = run_dir / "pretrain" / "checkpoints" / "last.ckpt"
+    if not pretrained.is_file():
+        raise LitlabError(
+            f"the pretraining run wrote no {pretrained} (fast_dev_run and callbacks=none "
+            "turn checkpointing off); keep callbacks.model_checkpoint with save_last"
+        )
     metrics = fit(derived(cfg, run_dir, **{"model.init_from": str(pretrained)}))
     if cfg.get("compare_scratch"):
-        scratch = fit(derived(cfg, run_dir / "scratch", **{"model.init_from": None}))
+        scratch = fit(
+            derived(cfg, run_dir / "scratch", ckpt_path=None, **{"model.init_from": None})
+        )
         metrics.update({f"scratch/{k}": v for k, v in scratch.items()})
-        summary = json.loads((run_dir / "metrics.json").read_text())
-        summary["metrics"] = metrics
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if rank_zero_only.rank == 0:
+            summary = json.loads((run_dir / "metrics.json").read_text())
+            summary["metrics"] = metrics
+            atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
     return metrics
 
 
@@ -114,6 +137,9 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    check_monitor(cfg, model)
+    if cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path)  # a clear error for a missing or unsafe file
     trainer = build_trainer(cfg)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -125,8 +151,9 @@ def fit(cfg: DictConfig) -> dict[str, float]:
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
-    if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+    if cfg.get("test", True):  # the best checkpoint; without training, the one resumed from
+        tested = best or cfg.get("ckpt_path")
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
 
     if trainer.is_global_zero:
@@ -134,7 +161,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             "metrics": metrics,
             "best_checkpoint": str(Path(best).relative_to(run_dir.resolve())) if best else None,
         }
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
         log.info("run directory: %s", run_dir)
         if "test/acc" in metrics:
             log.info("test accuracy: %.4f", metrics["test/acc"])
@@ -168,22 +195,6 @@ def find_run(run_dir: str | None, ckpt_path: str | None) -> tuple[Path, Path]:
     return run_dir, ckpt_path
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a Lightning checkpoint without executing anything (`weights_only=True`)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError ...
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if refused:
-            reason = f"it would load {refused.group(1)}, which weights-only loading refuses"
-        else:
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise LitlabError(f"{path} is not a loadable checkpoint ({reason})") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise LitlabError(f"{path} is not a Lightning checkpoint (no state_dict)")
-    return checkpoint
-
-
 def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:
     """Build the model a run's config describes and fill it from a checkpoint of that model."""
     state = load_checkpoint(ckpt_path)["state_dict"]
@@ -208,13 +219,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
     if cfg.get("data_dir"):
         run_cfg.data.data_dir = cfg.data_dir
+    if "tokenizer_dir" in run_cfg.data:  # the run's own vocabulary, wherever the run now lives
+        run_cfg.data.tokenizer_dir = str(run_dir)
     model = load_model(run_cfg.model, ckpt_path)
     datamodule = instantiate(run_cfg.data)
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     metrics = _scalars(trainer.test(model, datamodule=datamodule)[0])
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "metrics": metrics}
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("test accuracy of %s: %s", ckpt_path, metrics.get("test/acc"))
+    if trainer.is_global_zero:
+        summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "metrics": metrics}
+        atomic_write(Path(cfg.paths.output_dir) / "metrics.json", json.dumps(summary, indent=2))
+        log.info("test metrics of %s: %s", ckpt_path, metrics)
     return metrics

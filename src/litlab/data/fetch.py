@@ -82,7 +82,12 @@ class _NumpyArrayUnpickler(pickle.Unpickler):
 
 
 def _run(command: list[str], what: str, cwd: Path) -> None:
-    result = subprocess.run(command, cwd=cwd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    try:
+        result = subprocess.run(
+            command, cwd=cwd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True
+        )
+    except FileNotFoundError as err:
+        raise LitlabError(f"{what} failed: {command[0]} is not installed") from err
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise LitlabError(f"{what} failed: {last}")

@@ -1,13 +1,13 @@
 """The IDX format of the MNIST family (the files torchvision and the original site ship)."""
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from litlab.errors import LitlabError
+from litlab.files import atomic_write
 
 _UBYTE = 0x08
 
@@ -43,8 +43,4 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     header = bytes([0, 0, _UBYTE, array.ndim]) + b"".join(
         int(n).to_bytes(4, "big") for n in array.shape
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(header + array.tobytes())
-    os.replace(tmp, path)
+    atomic_write(path, header + array.tobytes())

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from litlab.data.base import SplitDataModule, whole_batch
 from litlab.data.fetch import IDX_FILES, fetch_fashion_mnist, fetch_mnist, has_idx_files, raw_dir
 from litlab.data.idx import read_idx
 from litlab.errors import LitlabError
@@ -69,12 +69,7 @@ class InMemoryImages(Dataset):
         return x[0], y[0]
 
 
-def _whole_batch(batch):
-    """`__getitems__` already returns a collated batch."""
-    return batch
-
-
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(SplitDataModule):
     """MNIST or Fashion-MNIST from `<data_dir>/<Folder>/raw` IDX files, seeded train/val split."""
 
     def __init__(
@@ -167,29 +162,22 @@ class MNISTDataModule(L.LightningDataModule):
 
     def balanced_subset(self, order: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
         """The first n / num_classes images of each class in `order`."""
-        per_class, classes = divmod(n, self.hparams.num_classes)[0], self.hparams.num_classes
-        if per_class < 1 or n > len(order):
-            raise LitlabError(f"data.labelled must be between {classes} and {len(order)}, got {n}")
+        classes = self.hparams.num_classes
+        per_class = n // classes
+        available = int(torch.bincount(labels[order], minlength=classes).min())
+        if n % classes or not 1 <= per_class <= available:
+            raise LitlabError(
+                f"data.labelled={n} must be a multiple of {classes} between {classes} and "
+                f"{classes * available} (the rarest class has {available} training images)"
+            )
         picked = [order[labels[order] == c][:per_class] for c in range(classes)]
         return torch.cat(picked).sort().values
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
             self.splits[split],
             batch_size=batch_size,
             shuffle=shuffle,
-            collate_fn=_whole_batch,
+            collate_fn=whole_batch,
             num_workers=self.hparams.num_workers,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.hparams.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.hparams.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

@@ -8,11 +8,11 @@ spent on padding, and takes its indices from an ordinary sampler that Lightning 
 
 import json
 import random
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import lightning.pytorch as L
 import torch
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
@@ -27,8 +27,10 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from litlab.data.base import SplitDataModule, whole_batch
 from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, read_corpus, read_hub
 from litlab.errors import LitlabError
+from litlab.files import atomic_write
 
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
 TOKENIZER_FILE, LABELS_FILE = "tokenizer.json", "labels.json"
@@ -116,18 +118,17 @@ class BucketBatchSampler(BatchSampler):
             yield from batches
 
 
-def _whole_batch(batch):
-    return batch
-
-
 def stratified_split(
     labels: Sequence[str], fractions: Sequence[float], seed: int
 ) -> list[list[int]]:
     """Indices per part (e.g. val, test, then the rest for train), every class split alike."""
     rng = random.Random(seed)
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, y in enumerate(labels):
+        by_label[y].append(i)
     parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
-    for label in sorted(set(labels)):
-        members = [i for i, y in enumerate(labels) if y == label]
+    for label in sorted(by_label):
+        members = by_label[label]
         rng.shuffle(members)
         start = 0
         for part, fraction in zip(parts, fractions, strict=False):
@@ -138,7 +139,7 @@ def stratified_split(
     return [sorted(p) for p in parts]
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(SplitDataModule):
     """Any text classification corpus: a built-in name, a .csv/.tsv/.jsonl file, or a folder."""
 
     def __init__(
@@ -166,6 +167,11 @@ class TextDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
+        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 <= fraction < 1:
+                raise LitlabError(f"data.{name}={fraction} must be in [0, 1)")
+        if val_fraction + test_fraction >= 1:
+            raise LitlabError("data.val_fraction + data.test_fraction must leave data to train on")
         self.splits: dict[str, TokenizedTexts] = {}
         self.class_names: list[str] = []
         self.tokenizer: Tokenizer | None = None
@@ -233,7 +239,9 @@ class TextDataModule(L.LightningDataModule):
         if saved is not None and saved.is_file():
             return json.loads(saved.read_text())
         names = sorted({y for _, y in splits["train"]})
-        if len(names) < 2:
+        if not names:
+            raise LitlabError(f"the train split of corpus {self.hparams.corpus} is empty")
+        if len(names) == 1:
             raise LitlabError(
                 f"corpus {self.hparams.corpus} has a single class ({names[0]!r}) in train; "
                 "a classifier needs at least two"
@@ -261,6 +269,13 @@ class TextDataModule(L.LightningDataModule):
                     f"label {unseen[0]!r} appears in the {split} split but never in train; "
                     "fix the labels or let litlab split one corpus"
                 )
+            if not records:
+                fix = (
+                    "lower data.val_fraction and data.test_fraction"
+                    if split == "train"
+                    else f"raise data.{split}_fraction or give data.{split}_path"
+                )
+                raise LitlabError(f"the {split} split of corpus {hp.corpus} is empty: {fix}")
         if out is not None and (out / TOKENIZER_FILE).is_file():  # a trained run's own tokenizer
             self.tokenizer = Tokenizer.from_file(str(out / TOKENIZER_FILE))
         else:
@@ -274,21 +289,14 @@ class TextDataModule(L.LightningDataModule):
                 torch.tensor([label_ids[y] for _, y in records], dtype=torch.int64),
             )
             for split, records in splits.items()
-            if records
         }
 
     def save_vocabulary(self, directory: Path) -> None:
         """Write the tokenizer and class names, atomically (DDP ranks may race here)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, text in (
-            (TOKENIZER_FILE, self.tokenizer.to_str()),
-            (LABELS_FILE, json.dumps(self.class_names)),
-        ):
-            tmp = directory / f"{name}.{random.getrandbits(32):08x}.partial"
-            tmp.write_text(text)
-            tmp.replace(directory / name)
+        atomic_write(directory / TOKENIZER_FILE, self.tokenizer.to_str())
+        atomic_write(directory / LABELS_FILE, json.dumps(self.class_names))
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.splits[split]
         sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         if self.hparams.bucketing:
@@ -301,22 +309,13 @@ class TextDataModule(L.LightningDataModule):
             return DataLoader(
                 dataset,
                 batch_sampler=batches,
-                collate_fn=_whole_batch,
+                collate_fn=whole_batch,
                 num_workers=self.hparams.num_workers,
             )
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            collate_fn=_whole_batch,
+            collate_fn=whole_batch,
             num_workers=self.hparams.num_workers,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.hparams.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.hparams.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.eval_batch_size, shuffle=False)

@@ -138,6 +138,8 @@ class VAE(Autoencoder):
         kl_warmup_epochs: int = 0,
         log_prob_samples: int = 0,
     ):
+        if log_prob_samples > 0 and recon != "bce":
+            raise LitlabError("model.log_prob_samples needs model.recon=bce (Bernoulli pixels)")
         options = {
             "beta": beta,
             "kl_warmup_epochs": kl_warmup_epochs,

@@ -31,7 +31,8 @@ class LitModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.step(batch, "train")
-        if batch_idx % self.trainer.log_every_n_steps == 0:  # the running loss, for the bar
+        every = self.trainer.log_every_n_steps
+        if every and (self.global_step + 1) % every == 0:  # the steps the loggers write
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 

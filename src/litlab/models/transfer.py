@@ -3,9 +3,9 @@ pretrain a CNN)."""
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from litlab.checkpoints import load_checkpoint
 from litlab.errors import LitlabError
 
 SOURCE, TARGET = "encoder.features.", "features."
@@ -13,11 +13,7 @@ SOURCE, TARGET = "encoder.features.", "features."
 
 def load_pretrained(net: nn.Module, ckpt_path: str | Path) -> list[str]:
     """Load `encoder.features.*` of a checkpoint into `net.features`; returns the keys copied."""
-    try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise LitlabError(f"no pretraining checkpoint at {ckpt_path}") from err
-    state = checkpoint.get("state_dict", checkpoint)
+    state = load_checkpoint(ckpt_path)["state_dict"]
     trunk = {k[len(SOURCE) :]: v for k, v in state.items() if k.startswith(SOURCE)}
     features = getattr(net, "features", None)
     if not trunk or features is None:

@@ -87,49 +87,15 @@ class LSTMClassifier(RecurrentClassifier):
     """The article's text classifier (sec. 4.2): Embedding(10000, 64) -> LSTM(64) -> LSTM(64)
     -> Dense. With `keras_compatible=True` and 10 classes it has Keras' 706,698 parameters."""
 
-    def __init__(
-        self,
-        vocab_size: int = 10_000,
-        num_classes: int = 10,
-        embedding_dim: int = 64,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        keras_compatible: bool = True,
-        **kwargs,
-    ):
-        super().__init__(
-            vocab_size,
-            num_classes,
-            embedding_dim,
-            hidden_size,
-            num_layers,
-            cell="lstm",
-            keras_compatible=keras_compatible,
-            **kwargs,
-        )
+    def __init__(self, keras_compatible: bool = True, **kwargs):
+        super().__init__(cell="lstm", keras_compatible=keras_compatible, **kwargs)
 
 
 class RNN(RecurrentClassifier):
     """The Elman network of sec. 3.3: h_t = tanh(W_hh h_{t-1} + W_xh x_t + b_h),
     y = W_hy h_T + b_y; stack it with `num_layers`. `keras_compatible` keeps the single b_h."""
 
-    def __init__(
-        self,
-        vocab_size: int = 10_000,
-        num_classes: int = 10,
-        embedding_dim: int = 64,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        keras_compatible: bool = True,
-        **kwargs,
-    ):
+    def __init__(self, num_layers: int = 1, keras_compatible: bool = True, **kwargs):
         super().__init__(
-            vocab_size,
-            num_classes,
-            embedding_dim,
-            hidden_size,
-            num_layers,
-            cell="rnn",
-            keras_compatible=keras_compatible,
-            **kwargs,
+            cell="rnn", num_layers=num_layers, keras_compatible=keras_compatible, **kwargs
         )
