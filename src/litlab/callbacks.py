@@ -95,9 +95,8 @@ class GenerativePictures(Callback):
         fig, ax = plt.subplots(figsize=(6, 5))
         points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=3)
         fig.colorbar(points, ax=ax, label="class")
-        ax.set_title(
-            "validation codes" + (" (first two principal components)" if codes.shape[1] > 2 else "")
-        )
+        title = "validation codes" + (" (first two principal components)" if projected else "")
+        ax.set_title(title)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / "latent_scatter.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -187,12 +187,7 @@ def find_run(run_dir: str | None, ckpt_path: str | None) -> tuple[Path, Path]:
             best = json.loads((run_dir / "metrics.json").read_text()).get("best_checkpoint")
         last = run_dir / "checkpoints" / "last.ckpt"
         ckpt_path = run_dir / best if best else last
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise LitlabError(
-            f"no checkpoint at {ckpt_path}; pass ckpt_path= of an existing .ckpt file"
-        )
-    return run_dir, ckpt_path
+    return run_dir, Path(ckpt_path)  # load_checkpoint reports a missing file
 
 
 def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:

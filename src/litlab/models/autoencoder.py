@@ -174,7 +174,7 @@ class VAE(Autoencoder):
         kl = gaussian_kl(mu, logvar)
         objective = (recon + self.kl_weight() * kl).mean()
         terms = {"loss": recon + kl, "recon": recon, "kl": kl}
-        if "log_prob" in self.terms("test") and not self.training and self.trainer.testing:
+        if self.hparams.log_prob_samples > 0 and not self.training and self.trainer.testing:
             terms["log_prob"] = self.log_prob(x, self.hparams.log_prob_samples)
         return objective, terms
 
