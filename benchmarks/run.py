@@ -1,11 +1,14 @@
 """`make bench`: every benchmark, each rewriting its section of docs/benchmarks.md."""
 
+import compile
 import epoch_time
 import input_pipeline
+import seed_cnn_speed
 import text_accuracy
 import text_pipeline
 import vae
 
 if __name__ == "__main__":
-    for benchmark in (input_pipeline, epoch_time, text_pipeline, text_accuracy, vae):
+    benchmarks = (input_pipeline, epoch_time, seed_cnn_speed, compile)
+    for benchmark in (*benchmarks, text_pipeline, text_accuracy, vae):
         benchmark.main()

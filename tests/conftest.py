@@ -47,5 +47,9 @@ def run_cli(tool: str, *args: str, cwd: Path | None = None) -> subprocess.Comple
     )
 
 
+def read_summary(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
 def read_metrics(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())["metrics"]
+    return read_summary(run_dir)["metrics"]

@@ -35,6 +35,7 @@ class Autoencoder(LitModule):
     """
 
     variational = False
+    nets = ("encoder", "decoder")
 
     def __init__(
         self,
@@ -46,8 +47,9 @@ class Autoencoder(LitModule):
         recon: str = "bce",
         *,
         options: dict | None = None,
+        **speed,
     ):
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, **speed)
         if not isinstance(latent_dim, int) or latent_dim < 1:
             raise LitlabError(f"model.latent_dim must be a positive integer, got {latent_dim!r}")
         if recon not in RECONSTRUCTIONS:
@@ -137,6 +139,7 @@ class VAE(Autoencoder):
         beta: float = 1.0,
         kl_warmup_epochs: int = 0,
         log_prob_samples: int = 0,
+        **speed,
     ):
         if log_prob_samples > 0 and recon != "bce":
             raise LitlabError("model.log_prob_samples needs model.recon=bce (Bernoulli pixels)")
@@ -145,7 +148,9 @@ class VAE(Autoencoder):
             "kl_warmup_epochs": kl_warmup_epochs,
             "log_prob_samples": log_prob_samples,
         }
-        super().__init__(encoder, decoder, optimizer, scheduler, latent_dim, recon, options=options)
+        super().__init__(
+            encoder, decoder, optimizer, scheduler, latent_dim, recon, options=options, **speed
+        )
 
     def terms(self, stage: str) -> tuple[str, ...]:
         log_prob = stage == "test" and self.hparams.log_prob_samples > 0

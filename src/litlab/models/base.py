@@ -3,9 +3,26 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
+from litlab.errors import LitlabError
 from litlab.models.parts import build
 
 STAGES = ("train", "val", "test")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_options(compile) -> dict | None:
+    """`torch.compile` arguments from `model.compile`: false, a mode, or a mapping of
+    `mode`, `dynamic`, `fullgraph`."""
+    if compile is None or compile is False:
+        return None
+    options = {"mode": compile} if isinstance(compile, str) else dict(compile)
+    unknown = set(options) - {"mode", "dynamic", "fullgraph"}
+    if unknown or options.get("mode", "default") not in COMPILE_MODES:
+        raise LitlabError(
+            f"model.compile={compile!r} is not a compile setting; use false, one of "
+            f"{', '.join(COMPILE_MODES)}, or {{mode: ..., dynamic: ..., fullgraph: ...}}"
+        )
+    return options
 
 
 class LitModule(L.LightningModule):
@@ -15,32 +32,53 @@ class LitModule(L.LightningModule):
     keyed `<stage>_<name>`) are updated every step and logged once per epoch as
     `<stage>/<name>`: a `self.log` per step costs more than a small net's whole step. The best
     validation value of `best_of` is tracked as `val/<name>_best`.
+
+    `compile` compiles the nets named in `nets` in place (`nn.Module.compile`) when a Trainer
+    first uses the model, so state-dict keys stay those of the eager nets. `channels_last`
+    keeps the nets' weights and 4-D inputs in that memory format (faster convolutions and
+    pooling on CPU and GPU).
     """
 
     best_of: tuple[str, str] = ("loss", "min")  # (metric name, "min" | "max")
+    nets: tuple[str, ...] = ("net",)
 
-    def __init__(self, optimizer, scheduler=None):
+    def __init__(self, optimizer, scheduler=None, compile=False, channels_last: bool = False):
         super().__init__()
         self.optimizer_factory = build(optimizer)
         self.scheduler_factory = build(scheduler)
+        self.compile_options = compile_options(compile)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.metrics = nn.ModuleDict()  # suffixed keys: `train` would shadow nn.Module.train
         self.val_best = MaxMetric() if self.best_of[1] == "max" else MinMetric()
 
     def step(self, batch, stage: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def configure_model(self) -> None:
+        for name in self.nets:
+            net = getattr(self, name).to(memory_format=self.memory_format)
+            if self.compile_options is not None and net._compiled_call_impl is None:
+                net.compile(**self.compile_options)
+
+    def formatted(self, batch):
+        """The batch with its 4-D input in the nets' memory format."""
+        x = batch[0]
+        if self.memory_format is not torch.channels_last or getattr(x, "ndim", 0) != 4:
+            return batch
+        return [x.contiguous(memory_format=self.memory_format), *batch[1:]]
+
     def training_step(self, batch, batch_idx):
-        loss = self.step(batch, "train")
+        loss = self.step(self.formatted(batch), "train")
         every = self.trainer.log_every_n_steps
         if every and (self.global_step + 1) % every == 0:  # the steps the loggers write
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.step(batch, "val")
+        self.step(self.formatted(batch), "val")
 
     def test_step(self, batch, batch_idx):
-        self.step(batch, "test")
+        self.step(self.formatted(batch), "test")
 
     def log_epoch(self, stage: str) -> None:
         for key, metric in self.metrics.items():

@@ -40,8 +40,10 @@ class Classifier(LitModule):
         loss: str = "cross_entropy",
         num_classes: int = 10,
         init_from: str | None = None,
+        compile=False,
+        channels_last: bool = False,
     ):
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, compile, channels_last)
         if loss not in LOSSES:
             raise LitlabError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
         self.save_hyperparameters(

@@ -2,19 +2,25 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from litlab.kernels import CompiledRecurrent
+
+CELL_IMPLS = ("torch", "compiled")
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class RecurrentClassifier(nn.Module):
     """Embedding -> stacked recurrent layers -> linear, read at each sequence's last real step.
 
-    Takes `(tokens [B, T], lengths [B])`. Sequences are packed, so padding never reaches the
-    recurrence: a sequence alone or padded inside a batch of longer ones gives the same logits.
+    Takes `(tokens [B, T], lengths [B])`. Sequences are packed (masked, with compiled cells),
+    so padding never reaches the recurrence: a sequence alone or padded inside a batch of
+    longer ones gives the same logits.
     `keras_compatible` gives each gate a single bias, as Keras does (PyTorch's cells carry two,
     b_ih and b_hh): the cells run without bias on inputs extended by a constant 1, whose
     weight column is that bias. It also takes Keras' initializers, which train the article's
     models far better than PyTorch's: small uniform embeddings, Glorot input kernels,
     orthogonal recurrent kernels, zero biases but 1 for the LSTM forget gate.
+    `cell_impl="compiled"` runs the recurrence through `litlab.kernels.CompiledRecurrent`,
+    `chunk` steps per compiled graph; the state dict is the same either way.
     """
 
     def __init__(
@@ -28,23 +34,33 @@ class RecurrentClassifier(nn.Module):
         bidirectional: bool = False,
         keras_compatible: bool = False,
         dropout: float = 0.0,
+        cell_impl: str = "torch",
+        chunk: int = 16,
     ):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(CELLS)}")
+        if cell_impl not in CELL_IMPLS:
+            raise ValueError(f"unknown cell_impl {cell_impl!r}; choose one of {list(CELL_IMPLS)}")
         self.keras_compatible = keras_compatible
+        self.compiled = cell_impl == "compiled"
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         directions = 2 if bidirectional else 1
         extra = 1 if keras_compatible else 0
+        sizes = [embedding_dim] + [hidden_size * directions] * (num_layers - 1)
+        options = dict(bias=not keras_compatible, bidirectional=bidirectional)
         self.layers = nn.ModuleList(
-            CELLS[cell](
-                (embedding_dim if i == 0 else hidden_size * directions) + extra,
+            CompiledRecurrent(
+                cell,
+                size + extra,
                 hidden_size,
-                batch_first=True,
-                bias=not keras_compatible,
-                bidirectional=bidirectional,
+                bias_column=keras_compatible,
+                chunk=chunk,
+                **options,
             )
-            for i in range(num_layers)
+            if self.compiled
+            else CELLS[cell](size + extra, hidden_size, batch_first=True, **options)
+            for size in sizes
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size * directions, num_classes)
@@ -71,16 +87,20 @@ class RecurrentClassifier(nn.Module):
     def forward(self, batch) -> torch.Tensor:
         tokens, lengths = batch
         x = self.dropout(self.embedding(tokens))
-        lengths = lengths.cpu()
         for i, layer in enumerate(self.layers):
-            if self.keras_compatible:
-                x = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            output, state = layer(packed)
-            if i < len(self.layers) - 1:
-                x = self.dropout(pad_packed_sequence(output, batch_first=True)[0])
+            if i:
+                x = self.dropout(x)
+            x, last = layer(x, lengths) if self.compiled else self._packed(layer, x, lengths)
+        return self.head(self.dropout(last))
+
+    def _packed(self, layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
+        """One torch layer over packed sequences -> (padded outputs, last states [B, D*H])."""
+        if self.keras_compatible:
+            x = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        output, state = layer(packed)
         last = state[0] if isinstance(state, tuple) else state  # [directions, B, H]
-        return self.head(self.dropout(torch.cat(list(last), dim=-1)))
+        return pad_packed_sequence(output, batch_first=True)[0], torch.cat(list(last), dim=-1)
 
 
 class LSTMClassifier(RecurrentClassifier):

@@ -1,0 +1,5 @@
+"""Accelerated paths behind the same interfaces as the eager ones, selected by config."""
+
+from litlab.kernels.recurrent import CompiledRecurrent
+
+__all__ = ["CompiledRecurrent"]

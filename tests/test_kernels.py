@@ -1,0 +1,133 @@
+"""The compiled recurrent path equals torch's cells; compiled nets equal eager ones."""
+
+import copy
+
+import pytest
+import torch
+from conftest import compose, read_summary, run_cli
+from torch._dynamo.utils import counters
+
+import litlab
+from litlab.checkpoints import load_checkpoint
+from litlab.nets import MLP, RecurrentClassifier, SeedCNN
+from litlab.tasks import load_model
+
+CHUNK = 4  # short chunks compile fast
+
+
+def twins(cell: str, **kwargs) -> tuple[RecurrentClassifier, RecurrentClassifier]:
+    """A torch-cell net and a compiled-cell net holding the same weights."""
+    torch.manual_seed(0)
+    options = dict(vocab_size=50, num_classes=3, embedding_dim=8, hidden_size=6, cell=cell)
+    eager = RecurrentClassifier(**options, **kwargs)
+    compiled = RecurrentClassifier(**options, cell_impl="compiled", chunk=CHUNK, **kwargs)
+    compiled.load_state_dict(eager.state_dict())
+    return eager, compiled
+
+
+def ragged_batch(batch=5, longest=2 * CHUNK + 3):
+    torch.manual_seed(1)
+    lengths = torch.tensor([longest, 1, CHUNK, CHUNK + 1, 7][:batch])
+    tokens = torch.randint(1, 50, (batch, longest)) * (torch.arange(longest) < lengths[:, None])
+    return tokens, lengths
+
+
+@pytest.mark.parametrize(
+    "cell, kwargs",
+    [
+        ("lstm", {}),
+        ("lstm", {"keras_compatible": True, "num_layers": 2}),
+        ("lstm", {"bidirectional": True, "num_layers": 2}),
+        ("gru", {"bidirectional": True}),
+        ("gru", {"keras_compatible": True}),
+        ("rnn", {"keras_compatible": True, "num_layers": 2}),
+    ],
+)
+def test_compiled_cells_match_torch_forward_and_gradients(cell, kwargs):
+    eager, compiled = twins(cell, **kwargs)
+    batch = ragged_batch()
+    out_eager, out_compiled = eager(batch), compiled(batch)
+    torch.testing.assert_close(out_compiled, out_eager, rtol=1e-5, atol=1e-6)
+    out_eager.square().sum().backward()
+    out_compiled.square().sum().backward()
+    grads = dict(compiled.named_parameters())
+    for name, parameter in eager.named_parameters():
+        torch.testing.assert_close(grads[name].grad, parameter.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_cells_state_dict_matches_torch_names():
+    eager, compiled = twins("lstm", keras_compatible=True, num_layers=2)
+    assert list(eager.state_dict()) == list(compiled.state_dict())
+
+
+def test_padding_does_not_leak_through_compiled_cells():
+    _, net = twins("lstm", keras_compatible=True, bidirectional=True)
+    tokens, lengths = ragged_batch()
+    together = net((tokens, lengths))
+    for i in range(len(lengths)):
+        alone = net((tokens[i : i + 1, : lengths[i]], lengths[i : i + 1]))
+        torch.testing.assert_close(alone[0], together[i], rtol=1e-5, atol=1e-6)
+
+
+def test_chunk_compiles_without_graph_breaks_and_once_for_all_lengths():
+    _, net = twins("lstm", keras_compatible=True)
+    torch.manual_seed(2)
+    net((torch.randint(1, 50, (4, 9)), torch.tensor([9, 3, 5, 1])))  # warm-up
+    counters.clear()
+    for length in torch.randint(1, 5 * CHUNK, (20,)).tolist():
+        tokens = torch.randint(1, 50, (4, length))
+        net((tokens, torch.tensor([length, max(1, length // 2), 1, length]))).sum().backward()
+    assert counters["stats"]["unique_graphs"] == 0, "a new sequence length recompiled"
+    assert not counters["graph_break"]  # and the chunks compile with fullgraph=True
+
+
+@pytest.mark.parametrize("net", [MLP(hidden=(32,)), SeedCNN()], ids=["mlp", "seed_cnn"])
+def test_compiled_nets_equal_eager_nets(net):
+    x = torch.rand(8, 1, 28, 28)
+    compiled = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    compiled.compile()
+    out_eager = net(x)
+    out_compiled = compiled(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out_compiled, out_eager, rtol=1e-5, atol=1e-5)
+    out_eager.square().sum().backward()
+    out_compiled.square().sum().backward()
+    for eager, fast in zip(net.parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(fast.grad, eager.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_a_compiled_run_checkpoint_loads_into_eager_and_back(tmp_path, mnist):
+    fast = [
+        "experiment=mlp_relu",
+        "debug=limit",
+        "model.compile=default",
+        "model.channels_last=true",
+    ]
+    metrics = litlab.train(compose(tmp_path / "compiled", *fast))
+    checkpoint = tmp_path / "compiled" / read_summary(tmp_path / "compiled")["best_checkpoint"]
+    state = load_checkpoint(checkpoint)["state_dict"]
+    assert not [key for key in state if "_orig_mod" in key]
+
+    eager = ["experiment=mlp_relu", "debug=limit"]
+    eager_cfg = compose(tmp_path / "eager", *eager)
+    model = load_model(eager_cfg.model, checkpoint)  # checks every key and shape
+    tested = litlab.train(
+        compose(tmp_path / "eager", *eager, "train=false", f"ckpt_path={checkpoint}")
+    )
+    assert tested["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+    back = compose(tmp_path / "back", *fast, "train=false", f"ckpt_path={checkpoint}")
+    assert litlab.train(back)["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert model.net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_an_unknown_compile_mode_is_one_clear_error(tmp_path):
+    result = run_cli("litlab-train", f"hydra.run.dir={tmp_path}", "model.compile=fastest")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: model.compile='fastest'")
+
+
+@pytest.mark.parametrize("experiment", ["seed_cnn", "seed_rnn"])
+def test_the_cpu_speed_settings_train_each_kind_of_model(tmp_path, mnist, experiment):
+    cfg = compose(tmp_path, f"experiment={experiment}", "speed=cpu", "debug=fdr")
+    assert cfg.model.channels_last and cfg.model.optimizer.fused
+    assert 0 <= litlab.train(cfg)["test/acc"] <= 1
