@@ -9,7 +9,15 @@ __version__ = "0.1.0"
 # The Hydra configs live at the repository top level, next to src/ (an editable install).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
-__all__ = ["CONFIG_DIR", "LitlabError", "__version__", "compose", "evaluate", "train"]
+__all__ = [
+    "CONFIG_DIR",
+    "LitlabError",
+    "__version__",
+    "compose",
+    "evaluate",
+    "load_run",
+    "train",
+]
 
 
 def __getattr__(name: str):
@@ -18,7 +26,7 @@ def __getattr__(name: str):
         from litlab.api import compose
 
         return compose
-    if name in ("train", "evaluate"):
+    if name in ("train", "evaluate", "load_run"):
         from litlab import tasks
 
         return getattr(tasks, name)

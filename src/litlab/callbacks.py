@@ -1,5 +1,7 @@
 """Callbacks litlab adds to Lightning's."""
 
+import csv
+import io
 from pathlib import Path
 
 import torch
@@ -7,6 +9,11 @@ from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
+
+from litlab import pictures
+from litlab.files import atomic_write
+from litlab.loggers import log_picture
+from litlab.models import Classifier
 
 
 class ProgressBar(RichProgressBar):
@@ -109,3 +116,81 @@ class GenerativePictures(Callback):
         # rows from high z1 (top) to low, columns from low z0 (left) to high: as in the scatter
         z = torch.cartesian_prod(values.flip(0), values)[:, [1, 0]].to(pl_module.device)
         return self._save(trainer, "latent_manifold", pl_module.decode(z), nrow=steps)
+
+
+class RunPictures(Callback):
+    """PNG pictures of a run in `dirpath`, also shown by the trackers that keep pictures.
+
+    When training ends: learning curves, each logged loss and metric per epoch, train against
+    val. After testing a classifier: the confusion matrix of the test set, with class names
+    (and its counts in confusion_matrix.csv).
+    """
+
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+        self.history: dict[str, dict[int, float]] = {}  # "train/loss" -> {epoch: value}
+        self.confusion: torch.Tensor | None = None  # [true, predicted] counts of the last test
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}  # a resumed run keeps its earlier epochs
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = state_dict["history"]
+
+    def _record(self, trainer, stage: str, epoch: int) -> None:
+        for key, value in trainer.callback_metrics.items():
+            name = key.split("/", 1)[-1]
+            if key.startswith(f"{stage}/") and not name.endswith(("_step", "_best")):
+                self.history.setdefault(key, {})[epoch] = float(value)
+
+    # A LightningModule logs its train epoch metrics after the callbacks' on_train_epoch_end:
+    # they are read when the next epoch starts, or when training ends.
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch > 0:
+            self._record(trainer, "train", trainer.current_epoch - 1)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._record(trainer, "val", trainer.current_epoch)
+
+    @rank_zero_only
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._record(trainer, "train", max(trainer.current_epoch - 1, 0))
+        self._save(trainer, "learning_curves", pictures.learning_curves(self.history))
+
+    def _save(self, trainer, name: str, figure) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"{name}.png"
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        log_picture(trainer.loggers, path, trainer.global_step)
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.confusion = None
+        if isinstance(pl_module, Classifier):
+            n = pl_module.hparams.num_classes
+            self.confusion = torch.zeros(n, n, dtype=torch.int64, device=pl_module.device)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.confusion is not None:
+            x, y = batch
+            predicted = pl_module(x).argmax(dim=-1)  # test_step keeps no predictions
+            n = len(self.confusion)
+            self.confusion += torch.bincount(y * n + predicted, minlength=n * n).view(n, n)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if self.confusion is not None:
+            self.confusion = trainer.strategy.reduce(self.confusion, reduce_op="sum").cpu()
+            self._save_confusion(trainer)
+
+    @rank_zero_only
+    def _save_confusion(self, trainer) -> None:
+        """The picture, and the numbers behind it: a row per true class, a column per prediction."""
+        names = getattr(trainer.datamodule, "class_names", None) or range(len(self.confusion))
+        names = [str(name) for name in names]
+        self._save(trainer, "confusion_matrix", pictures.confusion_matrix(self.confusion, names))
+        text = io.StringIO()
+        table = csv.writer(text, lineterminator="\n")
+        table.writerow(["true \\ predicted", *names])
+        for name, row in zip(names, self.confusion.tolist(), strict=True):
+            table.writerow([name, *row])
+        atomic_write(self.dirpath / "confusion_matrix.csv", text.getvalue())

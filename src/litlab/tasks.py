@@ -4,6 +4,7 @@ import copy
 import json
 import logging
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -15,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from litlab.checkpoints import load_checkpoint
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
+from litlab.loggers import finish_tracking, start_tracking
+from litlab.models import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,15 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if torch.as_tensor(v).numel() == 1}
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+class RunResult(dict):
+    """A run's final metrics by name, and `run_dir`, the directory holding the whole run."""
+
+    def __init__(self, metrics: dict[str, float], run_dir: str | Path):
+        super().__init__(metrics)
+        self.run_dir = Path(run_dir)
+
+
+def train(cfg: DictConfig) -> RunResult:
     """Seed, build, fit, test the best checkpoint; write config.yaml and metrics.json.
 
     A config with a `pretrain` section first trains that model in `<run>/pretrain` and starts
@@ -83,9 +94,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     `<run>/scratch`, adding those metrics as `scratch/...`.
     """
     check_config(cfg)
-    if cfg.get("pretrain") is None:
-        return fit(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    if cfg.get("pretrain") is None:
+        return RunResult(fit(cfg), run_dir)
     pretrain = cfg.pretrain
     fit(
         derived(
@@ -116,7 +127,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             summary = json.loads((run_dir / "metrics.json").read_text())
             summary["metrics"] = metrics
             atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
-    return metrics
+    return RunResult(metrics, run_dir)
 
 
 def derived(cfg: DictConfig, output_dir: Path, **changes) -> DictConfig:
@@ -144,6 +155,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    start_tracking(trainer, cfg)
 
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
@@ -165,15 +177,14 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         log.info("run directory: %s", run_dir)
         if "test/acc" in metrics:
             log.info("test accuracy: %.4f", metrics["test/acc"])
+    finish_tracking(trainer, cfg, metrics)
     return metrics
 
 
 def find_run(run_dir: str | None, ckpt_path: str | None) -> tuple[Path, Path]:
     """The run directory and the checkpoint to evaluate (the run's best unless one is named)."""
     if run_dir is None and ckpt_path is None:
-        raise LitlabError(
-            "say which run to evaluate: run_dir=logs/train/runs/<run> or ckpt_path=<file>"
-        )
+        raise LitlabError("say which run to use: run_dir=logs/train/runs/<run> or ckpt_path=<file>")
     if run_dir is None:  # <run>/checkpoints/<file>.ckpt
         run_dir = Path(ckpt_path).resolve().parent.parent
     run_dir = Path(run_dir)
@@ -206,6 +217,42 @@ def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:
         )
     model.load_state_dict(state)
     return model
+
+
+@dataclass
+class TrainedRun:
+    """A trained run loaded back: its directory, the checkpoint read, its config (reading the
+    run's own vocabulary wherever the run now lives) and its model, in eval mode."""
+
+    run_dir: Path
+    checkpoint: Path
+    config: DictConfig
+    model: L.LightningModule
+
+
+def load_run(
+    run_dir: str | Path | None = None,
+    ckpt_path: str | Path | None = None,
+    classifier: bool = False,
+) -> TrainedRun:
+    """The run in `run_dir` (or the one `ckpt_path` belongs to) with its best checkpoint (or
+    `ckpt_path`); `classifier` refuses runs of models that do not classify."""
+    run_dir, ckpt_path = find_run(run_dir, ckpt_path)
+    if not ckpt_path.is_file():
+        raise LitlabError(
+            f"no checkpoint at {ckpt_path} (runs with debug=fdr or callbacks=none keep none); "
+            "pass a run trained with checkpointing, or ckpt_path=<file>"
+        )
+    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    if "tokenizer_dir" in run_cfg.data:
+        run_cfg.data.tokenizer_dir = str(run_dir)
+    model = load_model(run_cfg.model, ckpt_path).eval()
+    if classifier and not isinstance(model, Classifier):
+        raise LitlabError(
+            f"{run_dir} trained a {type(model).__name__}, which does not classify; "
+            "pass the run of a classifier"
+        )
+    return TrainedRun(run_dir, ckpt_path, run_cfg, model)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -24,10 +24,14 @@ class ImageDataset:
     classes: tuple[str, ...]
     fetch: Callable[[Path], Path]  # embedded offline fetcher
     fetch_command: str
+    # The side of the square each object was scaled into, centred in the image (MNIST: 20 of 28)
+    object_size: int = 28
 
 
 DATASETS = {
-    "mnist": ImageDataset("MNIST", tuple("0123456789"), fetch_mnist, "litlab-data mnist"),
+    "mnist": ImageDataset(
+        "MNIST", tuple("0123456789"), fetch_mnist, "litlab-data mnist", object_size=20
+    ),
     "fashion_mnist": ImageDataset(
         "FashionMNIST",
         (

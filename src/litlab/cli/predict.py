@@ -1,0 +1,28 @@
+"""litlab-predict: JSON lines of class predictions; one `error:` line per unreadable input."""
+
+import json
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from litlab import CONFIG_DIR
+from litlab.cli import user_errors
+from litlab.predict import predict
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        records = predict(cfg)
+    for record in records:
+        print(json.dumps(record))
+    failed = [r for r in records if "error" in r]
+    for record in failed:
+        print(f"error: {record['input']}: {record['error']}", file=sys.stderr)
+    if failed:  # the rest was predicted; the status still says something was not
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

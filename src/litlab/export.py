@@ -1,0 +1,226 @@
+"""A trained run's net for other runtimes: ONNX, TorchScript or a torch.export program, with a
+metadata file saying how to feed it (input shapes, normalization, class names, tokenizer).
+
+Image nets go out as they are: float images [batch, 1, 28, 28], normalized as in training, to
+logits. Recurrent text nets take (tokens [batch, length], lengths [batch]) and go out through
+`PaddedRecurrent`, since exporters cannot trace packed sequences. Every artifact is loaded
+back in its runtime and checked against PyTorch on a batch of another size (and lengths).
+"""
+
+import json
+import logging
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.export import Dim
+
+from litlab.data.mnist import DATASETS
+from litlab.data.text import LABELS_FILE, PAD, TOKENIZER_FILE, UNK
+from litlab.errors import LitlabError, first_line
+from litlab.files import atomic_write
+from litlab.nets.recurrent import RecurrentClassifier
+from litlab.tasks import load_run
+
+FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "exported_program": "model.pt2"}
+TOLERANCE = 1e-4
+
+
+class PaddedRecurrent(nn.Module):
+    """A one-directional `RecurrentClassifier` run over the padded batch, without packing.
+
+    Each layer runs over every position, and the top layer is read at each sequence's last
+    real step. In one direction a step depends only on the steps before it, so the padding
+    after a sequence never reaches that output: the logits equal the packed net's.
+    """
+
+    def __init__(self, net: RecurrentClassifier):
+        super().__init__()
+        if any(layer.bidirectional for layer in net.layers):
+            raise LitlabError(
+                "a bidirectional recurrent net cannot be exported: its backward direction "
+                "would read the padding; train with model.net.bidirectional=false to export"
+            )
+        self.net = net
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net.embedding(tokens)
+        for layer in net.layers:
+            if net.keras_compatible:  # the constant-1 input whose weights are the bias
+                x = F.pad(x, (0, 1), value=1.0)
+            x, _ = layer(x)
+        last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+        return net.head(x.gather(1, last).squeeze(1))
+
+
+def _text_example(vocab_size: int, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.zeros(len(lengths), max(lengths), dtype=torch.int64)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = torch.randint(2, vocab_size, (n,), generator=generator)
+    return tokens, torch.tensor(lengths)
+
+
+def exportable(cfg, net: nn.Module) -> tuple[nn.Module, dict]:
+    """The module to export, and how to feed it: example inputs to trace, others to check
+    with, their dynamic dimensions, the net as trained (the reference for the check), and the
+    inputs' description for the metadata."""
+    data = cfg.data
+    if isinstance(net, RecurrentClassifier):
+        vocab = net.embedding.num_embeddings
+        batch, length = Dim("batch"), Dim("length")
+        return PaddedRecurrent(net).eval(), {
+            "example": _text_example(vocab, [7, 4, 6]),
+            "check": _text_example(vocab, [3, 11, 1, 6, 9]),
+            "dynamic": ({0: batch, 1: length}, {0: batch}),
+            "reference": lambda tokens, lengths: net((tokens, lengths)),  # packed sequences
+            "inputs": [
+                {"name": "tokens", "dtype": "int64", "shape": ["batch", "length"]},
+                {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
+            ],
+        }
+    shape = list(data.input_shape)
+    generator = torch.Generator().manual_seed(0)
+    return net.eval(), {
+        "example": (torch.randn(2, *shape, generator=generator),),
+        "check": (torch.randn(5, *shape, generator=generator),),
+        "dynamic": ({0: Dim("batch")},),
+        "reference": net,
+        "inputs": [{"name": "images", "dtype": "float32", "shape": ["batch", *shape]}],
+    }
+
+
+@contextmanager
+def recurrences_as_loops():
+    """torch.export traces LSTM and GRU layers as while loops, not unrolled over the example's
+    length, so the sequence length stays dynamic. Its patch leaves the ops' dispatch caches
+    alone: they are cleared so that it takes effect after an earlier export in this process."""
+    from torch.export._patches import (
+        register_gru_while_loop_decomposition,
+        register_lstm_while_loop_decomposition,
+    )
+
+    ops = (torch.ops.aten.lstm.input, torch.ops.aten.gru.input)
+    with register_lstm_while_loop_decomposition(), register_gru_while_loop_decomposition():
+        for op in ops:
+            op._dispatch_cache.clear()
+        try:
+            yield
+        finally:
+            for op in ops:
+                op._dispatch_cache.clear()
+
+
+def write_artifact(module: nn.Module, spec: dict, fmt: str, path: Path) -> None:
+    example, dynamic = spec["example"], spec["dynamic"]
+    if fmt == "onnx":
+        for name in ("onnx_ir", "onnxscript"):  # a line per optimization pass otherwise
+            logging.getLogger(name).setLevel(logging.WARNING)
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            dynamo=True,
+            dynamic_shapes=dynamic,
+            input_names=[i["name"] for i in spec["inputs"]],
+            output_names=["logits"],
+            external_data=False,  # one self-contained file
+            verbose=False,
+        )
+    elif fmt == "torchscript":
+        torch.jit.trace(module, example).save(str(path))
+    else:
+        with recurrences_as_loops():
+            program = torch.export.export(module, example, dynamic_shapes=dynamic)
+        torch.export.save(program, str(path))
+
+
+def run_artifact(fmt: str, path: Path, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The logits the exported file gives for `inputs`, run in its own runtime."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        feed = {name: x.numpy() for name, x in zip(names, inputs, strict=True)}
+        return torch.from_numpy(session.run(None, feed)[0])
+    if fmt == "torchscript":
+        return torch.jit.load(str(path))(*inputs)
+    return torch.export.load(str(path)).module()(*inputs)
+
+
+def metadata(run, fmt: str, spec: dict, difference: float) -> dict:
+    """What a runtime needs to know to feed the artifact and read its answer."""
+    data = run.config.data
+    info = {
+        "format": fmt,
+        "file": FILES[fmt],
+        "run_dir": str(run.run_dir),
+        "checkpoint": str(run.checkpoint),
+        "net": run.config.model.net._target_,
+        "inputs": spec["inputs"],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "classes"]}],
+        "max_abs_difference_from_pytorch": difference,
+    }
+    if "tokenizer_dir" in data:
+        info["class_names"] = json.loads((run.run_dir / LABELS_FILE).read_text())
+        info["tokenizer"] = {
+            "file": TOKENIZER_FILE,  # Hugging Face tokenizers' JSON, vocabulary included
+            "max_len": data.max_len,
+            "pad": PAD,
+            "unknown": UNK,
+            "padding": "right with pad id 0; lengths counts the real tokens (at least 1)",
+        }
+    else:
+        dataset = DATASETS[data.name]
+        info["class_names"] = list(dataset.classes)
+        info["normalization"] = {"mean": data.mean, "std": data.std, "x": "(pixel/255 - mean)/std"}
+        info["preprocessing"] = (
+            f"grayscale, a light object on black, scaled to fit {dataset.object_size} pixels "
+            f"and centred by its centre of mass in {data.input_shape[-1]} (litlab.predict)"
+        )
+    return info
+
+
+def export(run_dir=None, fmt: str = "onnx", ckpt_path=None, out_dir=None) -> Path:
+    """Write `<run>/export/<format>/` (or `out_dir`): the artifact, metadata.json and, for text,
+    the tokenizer. Returns the artifact's path."""
+    if fmt not in FILES:
+        raise LitlabError(f"unknown format={fmt!r}; choose one of {', '.join(FILES)}")
+    run = load_run(run_dir, ckpt_path, classifier=True)
+    net = run.config.model.net._target_
+    module, spec = exportable(run.config, run.model.net)
+    out = Path(out_dir) if out_dir else run.run_dir / "export" / fmt
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f".partial.{FILES[fmt]}"  # a failed export leaves an earlier one alone
+    try:
+        with warnings.catch_warnings():  # the exporters' notes to PyTorch's own developers
+            warnings.simplefilter("ignore")
+            write_artifact(module, spec, fmt, partial)
+            with torch.no_grad():
+                expected = spec["reference"](*spec["check"])
+                got = run_artifact(fmt, partial, spec["check"])
+        difference = float((got - expected).abs().max()) if got.shape == expected.shape else None
+    except Exception as err:  # the exporters and runtimes raise many kinds
+        partial.unlink(missing_ok=True)
+        raise LitlabError(
+            f"{net} does not export to {fmt} ({type(err).__name__}: {first_line(err)}); "
+            "try another format="
+        ) from err
+    if difference is None or difference > TOLERANCE:
+        partial.unlink()
+        raise LitlabError(
+            f"the {fmt} export of {net} does not reproduce PyTorch on another batch size or "
+            f"sequence length (largest difference {difference}); try another format="
+        )
+    path = partial.replace(out / FILES[fmt])
+    if "tokenizer_dir" in run.config.data:
+        shutil.copyfile(run.run_dir / TOKENIZER_FILE, out / TOKENIZER_FILE)
+    info = metadata(run, fmt, spec, difference)
+    atomic_write(out / "metadata.json", json.dumps(info, indent=2) + "\n")
+    return path
