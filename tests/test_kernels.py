@@ -5,10 +5,13 @@ import copy
 import pytest
 import torch
 from conftest import compose, read_summary, run_cli
+from hydra.utils import instantiate
+from omegaconf import open_dict
 from torch._dynamo.utils import counters
 
 import litlab
 from litlab.checkpoints import load_checkpoint
+from litlab.export import exportable
 from litlab.nets import MLP, RecurrentClassifier, SeedCNN
 from litlab.tasks import load_model
 
@@ -131,3 +134,16 @@ def test_the_cpu_speed_settings_train_each_kind_of_model(tmp_path, mnist, experi
     cfg = compose(tmp_path, f"experiment={experiment}", "speed=cpu", "debug=fdr")
     assert cfg.model.channels_last and cfg.model.optimizer.fused
     assert 0 <= litlab.train(cfg)["test/acc"] <= 1
+
+
+def test_a_net_with_compiled_cells_exports_through_torch_cells(tmp_path):
+    cfg = compose(tmp_path, "experiment=seed_rnn", "model.net.cell_impl=compiled")
+    with open_dict(cfg):
+        cfg.data.vocab_size, cfg.data.num_classes = 50, 5
+    torch.manual_seed(0)
+    net = instantiate(cfg.model.net).eval()
+    module, spec = exportable(cfg, net)
+    assert not module.net.compiled
+    tokens, lengths = spec["check"]
+    with torch.no_grad():
+        torch.testing.assert_close(module(tokens, lengths), net((tokens, lengths)))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
 from torch.export import Dim
 
@@ -72,6 +73,10 @@ def exportable(cfg, net: nn.Module) -> tuple[nn.Module, dict]:
     inputs' description for the metadata."""
     data = cfg.data
     if isinstance(net, RecurrentClassifier):
+        if net.compiled:  # the same weights through torch's cells, which the exporters know
+            twin = instantiate(cfg.model.net, cell_impl="torch")
+            twin.load_state_dict(net.state_dict())
+            net = twin
         vocab = net.embedding.num_embeddings
         batch, length = Dim("batch"), Dim("length")
         return PaddedRecurrent(net).eval(), {
