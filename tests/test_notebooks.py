@@ -26,11 +26,18 @@ def test_notebook_runs(path: Path, tmp_path, monkeypatch):
     # The notebooks write their runs under LITLAB_ROOT: a fresh one, reading the fetched data.
     (tmp_path / "data").symlink_to(DATA_DIR)
     monkeypatch.setenv("LITLAB_ROOT", str(tmp_path))
+    # Small nets on a shared machine: one thread, so OpenMP does not spin against other work.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": path.parent}}
     )
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on failure
+
+    for cell in notebook.cells:  # every picture shows (no backend switched away under it)
+        if cell.cell_type == "code" and ("plt.show()" in cell.source or "Image(" in cell.source):
+            shown = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+            assert shown, f"{path.name}: no picture from\n{cell.source}"
 
     runs = sorted((tmp_path / "logs" / "train" / "runs").glob("*/metrics.json"))
     assert runs, "the notebook trained nothing under LITLAB_ROOT"

@@ -90,16 +90,14 @@ class GenerativePictures(Callback):
             self.manifold(trainer, pl_module)
 
     def scatter(self, codes: torch.Tensor, labels: torch.Tensor) -> Path:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it is
 
         projected = codes.shape[1] > 2
         if projected:  # the two directions of largest variance
             centered = codes - codes.mean(0)
             codes = centered @ torch.linalg.svd(centered, full_matrices=False).Vh[:2].T
-        fig, ax = plt.subplots(figsize=(6, 5))
+        fig = Figure(figsize=(6, 5))
+        ax = fig.subplots()
         points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap="tab10", s=3)
         fig.colorbar(points, ax=ax, label="class")
         title = "validation codes" + (" (first two principal components)" if projected else "")
@@ -107,7 +105,6 @@ class GenerativePictures(Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / "latent_scatter.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
         return path
 
     def manifold(self, trainer, pl_module, steps: int = 20) -> Path:

@@ -33,7 +33,7 @@ def finish_tracking(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, floa
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(_config(cfg), metrics=metrics, step=trainer.global_step)
-            logger.save()
+            logger.finalize("success")  # closes the events file it reopened
         elif isinstance(logger, WandbLogger):
             logger.experiment.finish()
 
@@ -46,7 +46,8 @@ def log_picture(loggers: list[Logger], path: Path, step: int) -> None:
             import numpy as np
             from PIL import Image
 
-            image = np.asarray(Image.open(path).convert("RGB"))
+            with Image.open(path) as picture:
+                image = np.asarray(picture.convert("RGB"))
             logger.experiment.add_image(path.stem, image, step, dataformats="HWC")
         elif isinstance(logger, MLFlowLogger):
             logger.experiment.log_artifact(logger.run_id, str(path), "pictures")
