@@ -34,11 +34,19 @@ def compose(tmp_path: Path, *overrides: str):
     )
 
 
+def cli_command(tool: str) -> list[str]:
+    """An installed console script, or `python -m litlab.cli.<tool>` when the installed
+    package predates the script."""
+    script = BIN / tool
+    module = f"litlab.cli.{tool.removeprefix('litlab-')}"
+    return [str(script)] if script.exists() else [sys.executable, "-m", module]
+
+
 def run_cli(tool: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run an installed console script the way a user would."""
+    """Run a console script the way a user would."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [str(BIN / tool), *args],
+        [*cli_command(tool), *args],
         cwd=cwd or ROOT,
         env=env,
         capture_output=True,
