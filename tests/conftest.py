@@ -34,24 +34,25 @@ def compose(tmp_path: Path, *overrides: str):
     )
 
 
-def run_cli(tool: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run an installed console script the way a user would (its module, in a checkout whose
-    newest scripts are not installed yet)."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+def cli_command(tool: str) -> list[str]:
+    """An installed console script, or `python -m litlab.cli.<tool>` when the installed
+    package predates the script."""
     script = BIN / tool
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", cli_module(tool)]
+    module = f"litlab.cli.{tool.removeprefix('litlab-')}"
+    return [str(script)] if script.exists() else [sys.executable, "-m", module]
+
+
+def run_cli(tool: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a console script the way a user would."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [*command, *args],
+        [*cli_command(tool), *args],
         cwd=cwd or ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
-
-
-def cli_module(tool: str) -> str:
-    return "litlab.cli." + tool.removeprefix("litlab-")
 
 
 def read_summary(run_dir: Path) -> dict:

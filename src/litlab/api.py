@@ -6,7 +6,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import litlab.tasks  # noqa: F401  (registers the resolvers the configs use, e.g. run_id)
+import litlab.resolvers  # noqa: F401  (registers run_id, used by the run directories)
 from litlab import CONFIG_DIR
 
 

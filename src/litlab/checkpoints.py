@@ -1,11 +1,14 @@
-"""Reading checkpoints safely: `weights_only=True`, and one clear error for a bad file."""
+"""Checkpoints read safely (`weights_only=True`) and written whole or not at all."""
 
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from litlab.errors import LitlabError, first_line
+from litlab.files import replacing
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -25,3 +28,22 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise LitlabError(f"{path} is not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made crash-safe: a process killed while saving leaves the
+    previous `last.ckpt` intact, never a truncated one.
+
+    Lightning stages the bytes in the system temp directory, which may be another file system
+    (then the final move is a copy) and is never fsynced; here they go to a temporary file
+    beside the target, reach the disk, and replace it in one rename.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        for stale in path.parent.glob(f".{path.name}.*.partial"):  # left by a killed save
+            stale.unlink(missing_ok=True)
+        with replacing(path) as f:
+            torch.save(checkpoint, f)

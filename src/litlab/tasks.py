@@ -3,7 +3,8 @@
 import copy
 import json
 import logging
-import secrets
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from litlab.checkpoints import load_checkpoint
+import litlab.resolvers  # noqa: F401  (registers run_id, used by the run directories)
+from litlab.callbacks import RandomState
+from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
 from litlab.loggers import finish_tracking, start_tracking
@@ -21,9 +24,8 @@ from litlab.models import Classifier
 
 log = logging.getLogger(__name__)
 
-# A short random id per process: run directories started in the same second stay apart.
-if not OmegaConf.has_resolver("run_id"):
-    OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+# The values of `resume` (see conf/train.yaml).
+RESUME_MODES = (None, "auto", "auto_or_fresh")
 
 # Keys a typo or a wrong type would otherwise only break deep inside the Trainer.
 _POSITIVE_INTEGERS = ("trainer.max_epochs", "data.batch_size")
@@ -49,15 +51,23 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_monitor(cfg: DictConfig, model: L.LightningModule) -> None:
-    """Checkpointing and early stopping follow `monitor`: it must be a metric this model logs."""
+    """Checkpointing and early stopping follow `monitor`, sweeps `optimized_metric`: both must
+    be metrics this model logs."""
     metrics = getattr(model, "metrics", {})
-    logged = {f"val/{key[4:]}" for key in metrics if key.startswith("val_")}
+    logged = {key.replace("_", "/", 1) for key in metrics}  # val_acc -> val/acc
     logged |= {f"val/{model.best_of[0]}_best"} if hasattr(model, "best_of") else set()
-    if logged and cfg.get("monitor") not in logged:
+    validation = sorted(key for key in logged if key.startswith("val/"))
+    if validation and cfg.get("monitor") not in validation:
         raise LitlabError(
             f"monitor={cfg.get('monitor')} is not logged by {type(model).__name__} (it logs "
-            f"{', '.join(sorted(logged))}); use an experiment made for this model "
+            f"{', '.join(validation)}); use an experiment made for this model "
             "(e.g. experiment=vae_mlp) or set monitor= and monitor_mode="
+        )
+    optimized = cfg.get("optimized_metric")
+    if logged and optimized is not None and optimized not in logged:
+        raise LitlabError(
+            f"optimized_metric={optimized} is not logged by {type(model).__name__}; "
+            f"set optimized_metric= to one of {', '.join(sorted(logged))}"
         )
 
 
@@ -67,10 +77,13 @@ def _instances(group: DictConfig | None) -> list:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The configured Trainer; its checkpoints also hold the RNG states and are written
+    atomically, whatever the config says, so that every run can be resumed."""
     return instantiate(
         cfg.trainer,
-        callbacks=_instances(cfg.get("callbacks")),
+        callbacks=[*_instances(cfg.get("callbacks")), RandomState()],
         logger=_instances(cfg.get("logger")) or False,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -98,6 +111,9 @@ def train(cfg: DictConfig) -> RunResult:
     if cfg.get("pretrain") is None:
         return RunResult(fit(cfg), run_dir)
     pretrain = cfg.pretrain
+    resume = cfg.get("resume") or ("auto" if cfg.get("ckpt_path") == "last" else None)
+    # A resumed run continues the stage it was in: the stages after it may not have started.
+    later = {"resume": "auto_or_fresh"} if resume else {}
     fit(
         derived(
             cfg,
@@ -108,6 +124,7 @@ def train(cfg: DictConfig) -> RunResult:
             monitor_mode="min",
             optimized_metric="val/loss_best",
             ckpt_path=None,
+            resume=resume,
             **{"trainer.max_epochs": pretrain.max_epochs},
         )
     )
@@ -117,10 +134,10 @@ def train(cfg: DictConfig) -> RunResult:
             f"the pretraining run wrote no {pretrained} (fast_dev_run and callbacks=none "
             "turn checkpointing off); keep callbacks.model_checkpoint with save_last"
         )
-    metrics = fit(derived(cfg, run_dir, **{"model.init_from": str(pretrained)}))
+    metrics = fit(derived(cfg, run_dir, **{"model.init_from": str(pretrained)}, **later))
     if cfg.get("compare_scratch"):
         scratch = fit(
-            derived(cfg, run_dir / "scratch", ckpt_path=None, **{"model.init_from": None})
+            derived(cfg, run_dir / "scratch", ckpt_path=None, **{"model.init_from": None}, **later)
         )
         metrics.update({f"scratch/{k}": v for k, v in scratch.items()})
         if rank_zero_only.rank == 0:
@@ -142,6 +159,86 @@ def derived(cfg: DictConfig, output_dir: Path, **changes) -> DictConfig:
     return stage
 
 
+def _flat(cfg: DictConfig) -> dict:
+    """Every resolved leaf value of a config, by dotted key."""
+    out, todo = {}, [("", OmegaConf.to_container(cfg, resolve=True))]
+    while todo:
+        prefix, node = todo.pop()
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                todo.append((f"{prefix}{key}.", value))
+            else:
+                out[f"{prefix}{key}"] = value
+    return out
+
+
+def resumed_config(
+    cfg: DictConfig, values: Sequence[str] = (), choices: Sequence[str] = ()
+) -> DictConfig:
+    """The config a resumed run goes on with: its own `config.yaml` in `paths.output_dir`, with
+    the values at the dotted keys `values` (given now, e.g. `trainer.max_epochs`) from `cfg`.
+
+    Config choices given now (`choices`, e.g. `experiment=mlp_relu`) must build the run it
+    is: a restart script may repeat its whole command line, but not swap the run's parts.
+    """
+    saved = Path(cfg.paths.output_dir) / "config.yaml"
+    if not saved.is_file():
+        return cfg  # it never got going: start as configured
+    resumed = OmegaConf.load(saved)
+    for key in ("paths.output_dir", "resume", "ckpt_path", *values):
+        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
+    if choices:
+        now, before = _flat(cfg), _flat(resumed)
+        differ = [k for k in sorted(now.keys() | before.keys()) if now.get(k) != before.get(k)]
+        if differ:
+            key = differ[0]
+            raise LitlabError(
+                f"{' '.join(choices)} builds another run than the one in {saved.parent} "
+                f"({key}={now.get(key)!r}, there {before.get(key)!r}); leave the config "
+                "choices out to continue that run with its own config"
+            )
+    return resumed
+
+
+def rescheduled() -> bool:
+    """Whether a scheduler may run this job again after a preemption: a job started by submitit
+    (a rerun finds its own directory again) or one SLURM has requeued."""
+    return "SUBMITIT_EXECUTOR" in os.environ or os.environ.get("SLURM_RESTART_COUNT", "0") != "0"
+
+
+def starting_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint `fit` starts from: the run's own last.ckpt when resuming, else `ckpt_path`.
+
+    `resume=auto` (or `ckpt_path=last`) needs that last.ckpt; `auto_or_fresh`, the default for a
+    job a scheduler may rerun, starts as configured when there is none yet. A fresh run refuses
+    a directory that already holds a run, so nothing is overwritten.
+    """
+    resume, given = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume not in RESUME_MODES:
+        raise LitlabError(f"resume={resume} is not one of auto, auto_or_fresh or null")
+    if given == "last":
+        resume, given = resume or "auto", None
+    if resume is None and rescheduled():
+        resume = "auto_or_fresh"
+    run_dir = Path(cfg.paths.output_dir)
+    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    last = Path(dirpath or run_dir / "checkpoints") / "last.ckpt"
+    if resume and last.is_file():
+        return str(last)
+    if resume == "auto":
+        raise LitlabError(
+            f"nothing to resume in {run_dir} (no {last}); name the run with "
+            "hydra.run.dir=<run directory>, or pass resume=auto_or_fresh to start fresh where "
+            "there is no checkpoint yet"
+        )
+    if resume is None and cfg.get("train", True) and last.is_file():
+        raise LitlabError(
+            f"{run_dir} already holds a run ({last}); continue it with resume=auto, or train "
+            "in a new directory"
+        )
+    return given
+
+
 def fit(cfg: DictConfig) -> dict[str, float]:
     """One training run: the body of `train` for a single model."""
     run_dir = Path(cfg.paths.output_dir)
@@ -149,22 +246,23 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     check_monitor(cfg, model)
-    if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)  # a clear error for a missing or unsafe file
+    ckpt_path = starting_checkpoint(cfg)
+    if ckpt_path:  # a clear error for a missing or unsafe file, or one of another model
+        check_fits(model, load_checkpoint(ckpt_path)["state_dict"], ckpt_path, cfg.model)
     trainer = build_trainer(cfg)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     start_tracking(trainer, cfg)
 
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = _scalars(trainer.callback_metrics)
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if cfg.get("test", True):  # the best checkpoint; without training, the one resumed from
-        tested = best or cfg.get("ckpt_path")
+        tested = best or ckpt_path
         trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
 
@@ -201,10 +299,8 @@ def find_run(run_dir: str | None, ckpt_path: str | None) -> tuple[Path, Path]:
     return run_dir, Path(ckpt_path)  # load_checkpoint reports a missing file
 
 
-def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:
-    """Build the model a run's config describes and fill it from a checkpoint of that model."""
-    state = load_checkpoint(ckpt_path)["state_dict"]
-    model = instantiate(model_cfg)
+def check_fits(model: L.LightningModule, state: dict, ckpt_path, model_cfg: DictConfig) -> None:
+    """Refuse a checkpoint whose weights are not those of `model` (same names and shapes)."""
     expected = model.state_dict()
     wrong = sorted(set(state) ^ set(expected)) or [
         k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)
@@ -215,6 +311,13 @@ def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:
             f"{ckpt_path} holds a different model than the run's {net} "
             f"(first mismatch: {wrong[0]}); pass a checkpoint written by that run"
         )
+
+
+def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:
+    """Build the model a run's config describes and fill it from a checkpoint of that model."""
+    state = load_checkpoint(ckpt_path)["state_dict"]
+    model = instantiate(model_cfg)
+    check_fits(model, state, ckpt_path, model_cfg)
     model.load_state_dict(state)
     return model
 

@@ -30,8 +30,9 @@ class LitModule(L.LightningModule):
 
     One `step(batch, stage)` serves train, val and test. Per-stage metrics (`self.metrics`,
     keyed `<stage>_<name>`) are updated every step and logged once per epoch as
-    `<stage>/<name>`: a `self.log` per step costs more than a small net's whole step. The best
-    validation value of `best_of` is tracked as `val/<name>_best`.
+    `<stage>/<name>`: a `self.log` per step costs more than a small net's whole step. The
+    metrics reduce across DDP ranks themselves. The best validation value of `best_of` is
+    tracked as `val/<name>_best`, and kept in checkpoints.
 
     `compile` compiles the nets named in `nets` in place (`nn.Module.compile`) when a Trainer
     first uses the model, so state-dict keys stay those of the eager nets. `channels_last`
@@ -71,7 +72,9 @@ class LitModule(L.LightningModule):
         loss = self.step(self.formatted(batch), "train")
         every = self.trainer.log_every_n_steps
         if every and (self.global_step + 1) % every == 0:  # the steps the loggers write
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log(
+                "train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True
+            )
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -92,16 +95,26 @@ class LitModule(L.LightningModule):
             metric.reset()
 
     def on_train_start(self) -> None:
-        self.val_best.reset()  # forget the sanity check's numbers
+        if self.trainer.ckpt_path is None:  # resumed: keep the best the checkpoint holds
+            self.val_best.reset()  # forget a `validate` before `fit`
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_best"] = self.val_best.metric_state  # a resumed run remembers its best
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for name, value in checkpoint.get("val_best", {}).items():
+            setattr(self.val_best, name, value.to(self.device))
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
         name = self.best_of[0]
-        self.val_best.update(self.metrics[f"val_{name}"].compute())
+        if not self.trainer.sanity_checking:  # a few batches: no result to remember
+            self.val_best.update(self.metrics[f"val_{name}"].compute())
+            best = self.val_best.compute()  # the same on every rank: its input was reduced
+            self.log(f"val/{name}_best", best, prog_bar=True, sync_dist=True)
         self.log_epoch("val")
-        self.log(f"val/{name}_best", self.val_best.compute(), prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
         self.log_epoch("test")

@@ -1,0 +1,232 @@
+"""Sweeps through litlab-train: Hydra's launchers and Optuna, litlab-report, and bad sweeps."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DATA_DIR, cli_command, compose, read_metrics, run_cli
+from hydra import compose as compose_hydra
+from hydra import initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import litlab
+from litlab import CONFIG_DIR
+from litlab.cli.report import main as report_main
+from litlab.cli.train import check_sweep
+from litlab.errors import LitlabError
+from litlab.report import make_report
+
+# A job of a few seconds: 20 batches of an MLP, 2 validation and test batches.
+TINY = [
+    "experiment=mlp_relu",
+    "debug=limit",
+    "trainer.max_epochs=1",
+    "callbacks.rich_progress_bar=null",
+    f"paths.data_dir={DATA_DIR}",
+]
+
+
+def the_sweep(log_dir: Path) -> Path:
+    (sweep,) = (log_dir / "train" / "multiruns").iterdir()  # exactly one sweep directory
+    return sweep
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def test_a_2x2_sweep_in_parallel_gives_4_job_directories_that_the_report_ranks(tmp_path, mnist):
+    result = run_cli(
+        "litlab-train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",  # two jobs start in the same second
+        "model.net.activation=relu,tanh",
+        "model.optimizer.lr=0.01,0.1",
+        *TINY,
+        f"paths.log_dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = the_sweep(tmp_path)
+    jobs = job_dirs(sweep)
+    assert [job.name for job in jobs] == ["0", "1", "2", "3"]
+    combinations = {tuple(OmegaConf.load(job / ".hydra" / "overrides.yaml")[:2]) for job in jobs}
+    assert len(combinations) == 4
+    for job in jobs:  # each job wrote into its own directory only
+        assert OmegaConf.load(job / "config.yaml").paths.output_dir == str(job.resolve())
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+
+    report = run_cli("litlab-report", str(sweep))
+    assert report.returncode == 0, report.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "report.csv").open()))
+    best = [float(row["val/acc_best"]) for row in rows]
+    assert len(rows) == 4 and best == sorted(best, reverse=True)
+    assert {(row["model.net.activation"], row["model.optimizer.lr"]) for row in rows} == {
+        (a, lr) for a in ("relu", "tanh") for lr in ("0.01", "0.1")
+    }
+    for row in rows:
+        assert float(row["test/acc"]) == pytest.approx(read_metrics(sweep / row["job"])["test/acc"])
+    table = report.stdout
+    first, last = table.index(f"{best[0]:.4f}"), table.index(f"{best[-1]:.4f}")
+    assert first < last  # printed best first
+    for param in ("model.net.activation", "model.optimizer.lr"):
+        assert (sweep / f"report_{param}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_optuna_search_runs_3_trials_and_writes_its_best_params(tmp_path, mnist):
+    result = run_cli(
+        "litlab-train",
+        "hparams_search=mnist_optuna",
+        "hydra.sweeper.n_trials=3",
+        *TINY,
+        f"paths.log_dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = the_sweep(tmp_path)
+    trials = job_dirs(sweep)
+    assert len(trials) == 3
+    returned = [read_metrics(trial)["val/acc_best"] for trial in trials]  # what Optuna was told
+    results = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert results.best_value == pytest.approx(max(returned))
+    best = trials[returned.index(max(returned))]
+    overrides = dict(o.split("=", 1) for o in OmegaConf.load(best / ".hydra" / "overrides.yaml"))
+    assert set(results.best_params) == {"model.optimizer.lr", "data.batch_size"}
+    for key, value in results.best_params.items():
+        assert float(overrides[key]) == pytest.approx(value)
+
+
+def submitit_tasks(folder: Path) -> list[int]:
+    """The processes running submitit jobs whose command line mentions `folder`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in args and any(str(folder).encode() in a for a in args):
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process through /proc")
+def test_a_submitit_job_preempted_mid_run_is_requeued_and_resumes_by_itself(tmp_path, mnist):
+    sweep = tmp_path / "sweep"
+    command = cli_command("litlab-train")
+    job = subprocess.Popen(
+        [
+            *command,
+            "-m",
+            "hydra/launcher=submitit_local",
+            "experiment=mlp_relu",
+            "data.labelled=5000",
+            "trainer.max_epochs=2",
+            "callbacks.rich_progress_bar=null",
+            f"paths.data_dir={DATA_DIR}",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.monotonic() + 300
+        while not last.is_file():  # the first epoch is done: preempt the second
+            assert job.poll() is None and time.monotonic() < deadline, job.stderr.read()[-3000:]
+            time.sleep(0.01)
+        (task,) = submitit_tasks(sweep)
+        os.kill(task, signal.SIGUSR2)  # what SLURM sends before preempting or timing out
+        _, stderr = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    assert job.returncode == 0, stderr[-3000:]
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
+    assert "this job is preempted" in logs and "Requeued job" in logs
+    assert f"Restoring states from the checkpoint path at {last}" in logs
+    rows = list(csv.DictReader((sweep / "0" / "csv" / "metrics.csv").open()))
+    assert sorted(int(r["epoch"]) for r in rows if r["val/acc"]) == [0, 1]  # nothing lost
+    assert read_metrics(sweep / "0")["test/acc"] > 0.8
+
+
+def test_the_slurm_launcher_runs_one_task_per_gpu_and_ddp_takes_the_node_count(monkeypatch):
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose_hydra("train", [*overrides, "trainer=ddp"], return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    assert (launcher.params["nodes"], launcher.params["tasks_per_node"]) == (2, 4)
+    assert launcher.params["max_num_timeout"] > 0  # requeued at the time limit, then resumed
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")  # as SLURM sets it in the job
+    assert cfg.trainer.num_nodes == 2
+
+
+def assert_one_line_error(result, *fragments):
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_a_sweep_over_a_key_that_does_not_exist_stops_before_any_job(tmp_path):
+    result = run_cli(
+        "litlab-train", "-m", "model.optimizer.lrr=0.01,0.1", *TINY, f"paths.log_dir={tmp_path}"
+    )
+    assert_one_line_error(result, "model.optimizer.lrr", "+model.optimizer.lrr=")
+    assert not (tmp_path / "train").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["hydra/launcher=nope", "seed=1,2"], "Could not find 'hydra/launcher/nope'"),
+        (["model=mlp,nope"], "Could not find 'model/nope'"),
+        (["hparams_search=mnist_optuna", "model.optimizer.lrr=interval(0.1, 1)"], "cannot sweep"),
+    ],
+)
+def test_a_bad_sweep_is_refused_before_it_starts(overrides, message):
+    with pytest.raises(LitlabError, match=message) as refused:
+        check_sweep(["litlab-train", "-m", *overrides])
+    assert "\n" not in str(refused.value)
+    if "launcher" in message:  # names what there is
+        assert "joblib" in str(refused.value) and "slurm" in str(refused.value)
+
+
+def test_a_sweep_optimizing_a_metric_the_model_does_not_log_is_refused(tmp_path):
+    cfg = compose(tmp_path, "experiment=mlp_relu", "optimized_metric=val/accuracy")
+    with pytest.raises(LitlabError, match="optimized_metric=val/accuracy is not logged"):
+        litlab.train(cfg)
+    assert not (tmp_path / "config.yaml").exists()
+
+
+def fake_job(sweep: Path, name: str, overrides: list[str], metrics: dict | None) -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps({"metrics": metrics}))
+
+
+def test_the_report_ranks_a_loss_lowest_first_and_lists_unfinished_jobs_last(tmp_path):
+    fake_job(tmp_path, "0", ["model.optimizer.lr=0.1", "seed=1"], {"val/loss": 0.5})
+    fake_job(tmp_path, "1", ["model.optimizer.lr=0.001", "seed=1"], {"val/loss": 0.2})
+    fake_job(tmp_path, "2", ["model.optimizer.lr=0.01", "seed=1"], None)  # still running
+    fake_job(tmp_path, "10", ["model.optimizer.lr=1.0", "seed=1"], {"val/loss": 0.9})
+    report = make_report(tmp_path, metric="val/loss")
+    assert report.mode == "min" and report.params == ["model.optimizer.lr"]
+    assert [job.name for job in report.jobs] == ["1", "0", "10", "2"]
+    assert [p.name for p in report.plots] == ["report_model.optimizer.lr.png"]
+
+
+def test_the_report_of_a_directory_without_jobs_is_one_error_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        report_main([str(tmp_path)])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "holds no jobs" in err and "\n" not in err
