@@ -39,7 +39,8 @@ def test_notebook_runs(path: Path, tmp_path, monkeypatch):
             shown = [o for o in cell.outputs if "image/png" in o.get("data", {})]
             assert shown, f"{path.name}: no picture from\n{cell.source}"
 
-    runs = sorted((tmp_path / "logs" / "train" / "runs").glob("*/metrics.json"))
+    logs = tmp_path / "logs" / "train"
+    runs = sorted([*logs.glob("runs/*/metrics.json"), *logs.glob("multiruns/*/*/metrics.json")])
     assert runs, "the notebook trained nothing under LITLAB_ROOT"
     if path.stem == "01_quickstart":  # the real MNIST, as the notebook says
         assert json.loads(runs[-1].read_text())["metrics"]["test/acc"] >= 0.95
