@@ -109,14 +109,9 @@ def test_the_command_line(bbc_lstm_run, tmp_path):
         "model.onnx",
         "tokenizer.json",
     ]
-    result = run_cli(
-        "litlab-export",
-        f"run_dir={bbc_lstm_run}",
-        "format=tflite",
-        f"hydra.run.dir={tmp_path / 'export2'}",
-    )
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [
-        "error: unknown format='tflite'; choose one of onnx, torchscript, exported_program"
-    ]
+
+
+def test_an_unknown_format(bbc_lstm_run):
+    with pytest.raises(LitlabError, match="choose one of onnx, torchscript, exported_program"):
+        export(bbc_lstm_run, "tflite")
+    assert not (bbc_lstm_run / "export" / "tflite").exists()

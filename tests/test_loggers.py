@@ -12,6 +12,7 @@ import litlab
 
 pytest.importorskip("mlflow", reason="pip install 'litlab[track]'")
 pytest.importorskip("wandb", reason="pip install 'litlab[track]'")
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy")  # in MLflow
 
 
 @pytest.fixture(scope="module")
