@@ -59,6 +59,8 @@ def _gru_chunk(*tensors):
     return _steps(_gru_step, *tensors)
 
 
+# The torch layers these stand in for, whose parameters they hold.
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 CHUNKS = {
     cell: torch.compile(chunk, fullgraph=True)
     for cell, chunk in (("rnn", _rnn_chunk), ("lstm", _lstm_chunk), ("gru", _gru_chunk))
@@ -96,9 +98,7 @@ class CompiledRecurrent(nn.Module):
             raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(CHUNKS)}")
         self.cell, self.hidden_size, self.bias_column = cell, hidden_size, bias_column
         self.chunk = chunk  # steps per compiled graph: longer compiles slower, shorter runs slower
-        reference = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell](
-            input_size, hidden_size, bias=bias, bidirectional=bidirectional
-        )
+        reference = CELLS[cell](input_size, hidden_size, bias=bias, bidirectional=bidirectional)
         for name, parameter in reference.named_parameters():
             self.register_parameter(name, parameter)
         self.suffixes = ("", "_reverse") if bidirectional else ("",)

@@ -3,9 +3,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from litlab.kernels import CompiledRecurrent
+from litlab.kernels.recurrent import CELLS
 
 CELL_IMPLS = ("torch", "compiled")
-CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class RecurrentClassifier(nn.Module):
