@@ -1,7 +1,9 @@
 """Test accuracy of the article's stacked-LSTM classifier next to TF-IDF + logistic regression.
 
 Both see the same seeded stratified split (80/10/10) of the same deduplicated corpus; the
-baseline fits on the train part and is scored on the test part, as the LSTM is.
+baseline fits on the train part and is scored on the test part, as the LSTM is. BBC News tests
+on 212 articles, where one article is half a point of accuracy, so it is run with several seeds
+(each its own split and initialisation) and judged on the mean.
 """
 
 import logging
@@ -16,7 +18,11 @@ from sklearn.linear_model import LogisticRegression
 import litlab
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-RUNS = {"bbc_news": ("seed_rnn", 0.95), "tweets_sentiment": ("rnn_tweets", 0.72)}
+# corpus: (experiment, goal, seeds)
+RUNS = {
+    "bbc_news": ("seed_rnn", 0.95, (42, 1, 3, 7)),
+    "tweets_sentiment": ("rnn_tweets", 0.72, (42,)),
+}
 
 
 def tfidf_baseline(splits) -> float:
@@ -30,34 +36,44 @@ def tfidf_baseline(splits) -> float:
 def main() -> dict:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     rows, results = [], {}
-    for corpus, (experiment, goal) in RUNS.items():
-        cfg = litlab.compose(
-            "train",
-            [
-                f"experiment={experiment}",
-                f"paths.data_dir={DATA_DIR}",
-                f"paths.output_dir={tempfile.mkdtemp()}",
-            ],
-        )
-        splits = instantiate(cfg.data).split_records()
-        baseline = tfidf_baseline(splits)
-        lstm = litlab.train(cfg)["test/acc"]
+    for corpus, (experiment, goal, seeds) in RUNS.items():
+        runs = []  # (seed, split sizes, TF-IDF accuracy, LSTM accuracy)
+        for seed in seeds:
+            cfg = litlab.compose(
+                "train",
+                [
+                    f"experiment={experiment}",
+                    f"seed={seed}",
+                    f"paths.data_dir={DATA_DIR}",
+                    f"paths.output_dir={tempfile.mkdtemp()}",
+                ],
+            )
+            splits = instantiate(cfg.data).split_records()
+            sizes = "/".join(f"{len(splits[s]):,}" for s in ("train", "val", "test"))
+            runs.append((seed, sizes, tfidf_baseline(splits), litlab.train(cfg)["test/acc"]))
+        baseline, lstm = (sum(run[k] for run in runs) / len(runs) for k in (2, 3))
         results[corpus] = lstm
-        sizes = "/".join(f"{len(splits[s]):,}" for s in ("train", "val", "test"))
-        rows.append(
-            f"| {corpus} | {sizes} | `experiment={experiment}` | {baseline:.3f} | "
-            f"{lstm:.3f} | >= {goal} ({'met' if lstm >= goal else 'missed'}) |"
-        )
+        verdict = f">= {goal} ({'met' if lstm >= goal else 'missed'})"
+        if len(runs) > 1:
+            runs.append((f"mean of {len(seeds)}", "", baseline, lstm))
+        for i, (seed, sizes, tfidf, acc) in enumerate(runs, 1):
+            rows.append(
+                f"| {corpus} | {seed} | {sizes} | `experiment={experiment}` | {tfidf:.3f} | "
+                f"{acc:.3f} | {verdict if i == len(runs) else ''} |"
+            )
     table = (
-        "| corpus | train/val/test | litlab run | TF-IDF (1-2 grams, 10k) + LR | seed LSTM | "
-        "goal |\n|---|---|---|---:|---:|---|\n" + "\n".join(rows)
+        "| corpus | seed | train/val/test | litlab run | TF-IDF (1-2 grams, 10k) + LR | "
+        "seed LSTM | goal |\n|---|---|---|---|---:|---:|---|\n" + "\n".join(rows)
     )
     write_section(
         "text_accuracy",
         "Text classification accuracy: seed LSTM vs TF-IDF",
         f"{table}\n\nThe LSTM is the article's sec. 4.2 model (Embedding(10000, 64) -> "
         "LSTM(64) -> LSTM(64) -> Dense) in Keras-compatible mode, tested at its best "
-        "validation epoch.",
+        "validation epoch. On bbc_news it trains on a random window of `max_len` words of "
+        "each article, drawn anew each epoch (`data.train_window=random`), and is validated "
+        "and tested on each article's first `max_len` words; a seed sets both the split and "
+        "the initialisation.",
     )
     return results
 

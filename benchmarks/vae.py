@@ -72,6 +72,8 @@ def main() -> dict:
     enc = cfg.model.encoder
     layers = "-".join(str(n) for n in [784, *enc.hidden, cfg.model.latent_dim])
     net = f"{layers}, ReLU{', batch norm' if enc.get('batch_norm') else ''}"
+    if cfg.model.get("scheduler"):
+        net += f", {cfg.model.scheduler._target_.rsplit('.', 1)[-1]} from 1e-3"
     pretrain_cfg = config("experiment=vae_pretrain_cnn")
     pretrain = litlab.train(pretrain_cfg)
     gain = pretrain["test/acc"] - pretrain["scratch/test/acc"]

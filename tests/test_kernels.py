@@ -1,18 +1,23 @@
 """The compiled recurrent path equals torch's cells; compiled nets equal eager ones."""
 
 import copy
+from functools import partial
 
+import lightning.pytorch as L
 import pytest
 import torch
 from conftest import compose, read_summary, run_cli
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch._dynamo.utils import counters
+from torch.utils.data import DataLoader, TensorDataset
 
 import litlab
 from litlab.checkpoints import load_checkpoint
 from litlab.export import exportable
+from litlab.models import Classifier
 from litlab.nets import MLP, RecurrentClassifier, SeedCNN
+from litlab.resolvers import fastest_cpu_precision
 from litlab.tasks import load_model
 
 CHUNK = 4  # short chunks compile fast
@@ -133,6 +138,7 @@ def test_an_unknown_compile_mode_is_one_clear_error(tmp_path):
 def test_the_cpu_speed_settings_train_each_kind_of_model(tmp_path, mnist, experiment):
     cfg = compose(tmp_path, f"experiment={experiment}", "speed=cpu", "debug=fdr")
     assert cfg.model.channels_last and cfg.model.optimizer.fused
+    assert cfg.trainer.precision == fastest_cpu_precision()
     assert 0 <= litlab.train(cfg)["test/acc"] <= 1
 
 
@@ -147,3 +153,36 @@ def test_a_net_with_compiled_cells_exports_through_torch_cells(tmp_path):
     tokens, lengths = spec["check"]
     with torch.no_grad():
         torch.testing.assert_close(module(tokens, lengths), net((tokens, lengths)))
+
+
+class GradientNorms(L.Callback):
+    """The gradient norm each optimizer step was taken with (grads stay until the next zero)."""
+
+    def __init__(self):
+        self.norms = []
+
+    def on_before_zero_grad(self, trainer, pl_module, optimizer):
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads:
+            self.norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+
+def test_bf16_clips_the_gradients_of_a_fused_optimizer(tmp_path):
+    torch.manual_seed(0)
+    model = Classifier(
+        net=SeedCNN(), optimizer=partial(torch.optim.Adam, lr=1e-3, fused=True), channels_last=True
+    )
+    data = TensorDataset(torch.rand(64, 1, 28, 28), torch.randint(10, (64,)))
+    norms = GradientNorms()
+    trainer = L.Trainer(
+        precision="bf16-mixed",
+        gradient_clip_val=1e-3,
+        max_steps=4,
+        callbacks=[norms],
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(model, DataLoader(data, batch_size=16))
+    assert len(norms.norms) == 3 and max(norms.norms) == pytest.approx(1e-3, rel=1e-3)

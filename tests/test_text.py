@@ -137,6 +137,42 @@ def test_bucketing_cuts_padding():
     assert efficiency(torch.utils.data.BatchSampler(sampler, 32, False)) < 0.7
 
 
+def test_random_train_window_reads_all_of_a_text_while_eval_reads_its_start(tmp_path):
+    rows = [{"text": " ".join(f"w{i}" for i in range(50)), "label": y} for y in "ab" * 20]
+    dm = TextDataModule(
+        corpus=str(write_jsonl(tmp_path / "c.jsonl", rows)),
+        num_classes=2,
+        max_len=8,
+        train_window="random",
+    )
+    dm.setup()
+    vocab = dm.tokenizer.get_vocab()
+    position = {i: int(w[1:]) for w, i in vocab.items() if w.startswith("w")}
+    for split in ("val", "test"):
+        assert all(
+            [position[i] for i in s.tolist()] == list(range(8)) for s in dm.splits[split].sequences
+        )
+    train = dm.splits["train"]
+    assert train.lengths.tolist() == [8] * len(train)
+    torch.manual_seed(0)
+    starts = set()
+    for _ in range(20):
+        (tokens, lengths), _ = train.__getitems__([0, 1])
+        assert tokens.shape == (2, 8) and lengths.tolist() == [8, 8]
+        for window in tokens.tolist():
+            start = position[window[0]]
+            assert [position[i] for i in window] == list(range(start, start + 8))  # contiguous
+            starts.add(start)
+    assert len(starts) > 10 and max(starts) <= 42
+
+
+def test_unknown_train_window(tmp_path):
+    with pytest.raises(
+        LitlabError, match="data.train_window='middle' is not one of: first, random"
+    ):
+        TextDataModule(corpus=str(small_corpus(tmp_path)), train_window="middle")
+
+
 # arbitrary unicode, empty strings, and very long texts (a short random text repeated)
 texts = st.lists(
     st.one_of(st.text(), st.just(""), st.text(min_size=1, max_size=20).map(lambda t: t * 500)),

@@ -2,8 +2,19 @@
 
 import secrets
 
+import torch
 from omegaconf import OmegaConf
+
+
+def fastest_cpu_precision() -> str:
+    """bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX): about twice as
+    fast for convolutions there; elsewhere bf16 is emulated and slower than fp32."""
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16-mixed" if native else "32-true"
+
 
 # A short random id per process: run directories started in the same second stay apart.
 if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+if not OmegaConf.has_resolver("fastest_cpu_precision"):
+    OmegaConf.register_new_resolver("fastest_cpu_precision", fastest_cpu_precision)

@@ -54,8 +54,8 @@ def fit_tokenizer(texts: Sequence[str], vocab_size: int, lowercase: bool = True)
     return tokenizer
 
 
-def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> list[torch.Tensor]:
-    """Token ids per text, truncated to `max_len`; an empty text becomes one [UNK]."""
+def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int | None) -> list[torch.Tensor]:
+    """Token ids per text, truncated to `max_len` (None: whole); an empty text becomes one [UNK]."""
     unk = tokenizer.token_to_id(UNK)
     return [
         torch.tensor(e.ids[:max_len] or [unk], dtype=torch.int64)
@@ -64,15 +64,30 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> list[tor
 
 
 class TokenizedTexts(Dataset):
-    def __init__(self, sequences: list[torch.Tensor], labels: torch.Tensor):
-        self.sequences, self.labels = sequences, labels
-        self.lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
+    """Token sequences and labels. With `window`, a longer sequence is read through a window of
+    that many tokens at a random place, drawn anew each time (an augmentation for training)."""
+
+    def __init__(
+        self, sequences: list[torch.Tensor], labels: torch.Tensor, window: int | None = None
+    ):
+        self.sequences, self.labels, self.window = sequences, labels, window
+        self.lengths = torch.tensor(
+            [min(len(s), window or len(s)) for s in sequences], dtype=torch.int64
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _read(self, i: int) -> torch.Tensor:
+        sequence = self.sequences[i]
+        extra = len(sequence) - (self.window or len(sequence))
+        if extra <= 0:
+            return sequence
+        start = int(torch.randint(extra + 1, ()))
+        return sequence[start : start + self.window]
+
     def __getitems__(self, indices: Sequence[int]) -> tuple[PaddedTokens, torch.Tensor]:
-        tokens = pad_sequence([self.sequences[i] for i in indices], batch_first=True)
+        tokens = pad_sequence([self._read(i) for i in indices], batch_first=True)
         index = torch.as_tensor(indices)
         return PaddedTokens(tokens, self.lengths[index]), self.labels[index]
 
@@ -160,6 +175,7 @@ class TextDataModule(SplitDataModule):
         seed: int = 0,
         batch_size: int = 32,
         eval_batch_size: int = 256,
+        train_window: str = "first",
         bucketing: bool = True,
         pool_batches: int = 50,
         tokenizer_dir: str | None = None,
@@ -172,6 +188,8 @@ class TextDataModule(SplitDataModule):
                 raise LitlabError(f"data.{name}={fraction} must be in [0, 1)")
         if val_fraction + test_fraction >= 1:
             raise LitlabError("data.val_fraction + data.test_fraction must leave data to train on")
+        if train_window not in ("first", "random"):
+            raise LitlabError(f"data.train_window={train_window!r} is not one of: first, random")
         self.splits: dict[str, TokenizedTexts] = {}
         self.class_names: list[str] = []
         self.tokenizer: Tokenizer | None = None
@@ -283,13 +301,15 @@ class TextDataModule(SplitDataModule):
             self.tokenizer = fit_tokenizer(texts, hp.vocab_size, hp.lowercase)
             if out is not None:
                 self.save_vocabulary(out)
-        self.splits = {
-            split: TokenizedTexts(
-                encode(self.tokenizer, [t for t, _ in records], hp.max_len),
+        self.splits = {}
+        for split, records in splits.items():
+            # Val and test read a text's first max_len tokens; train may read any max_len of them.
+            window = hp.max_len if split == "train" and hp.train_window == "random" else None
+            self.splits[split] = TokenizedTexts(
+                encode(self.tokenizer, [t for t, _ in records], None if window else hp.max_len),
                 torch.tensor([label_ids[y] for _, y in records], dtype=torch.int64),
+                window,
             )
-            for split, records in splits.items()
-        }
 
     def save_vocabulary(self, directory: Path) -> None:
         """Write the tokenizer and class names, atomically (DDP ranks may race here)."""

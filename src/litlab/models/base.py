@@ -1,5 +1,6 @@
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.plugins import Precision
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
@@ -118,6 +119,20 @@ class LitModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_epoch("test")
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        # Lightning refuses to clip a fused optimizer's gradients under mixed precision, for
+        # fp16's loss scaler; bf16 has no scaler, so its gradients are clipped as they are.
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and getattr(plugin, "precision", None) == "bf16-mixed":
+            algorithm = gradient_clip_algorithm or "norm"
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)
+        else:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
