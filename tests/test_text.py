@@ -68,6 +68,17 @@ def test_padding_never_changes_the_logits(cell, bidirectional):
         torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
 
 
+def test_word_dropout_drops_whole_words_in_training_only():
+    torch.manual_seed(0)
+    net = LSTMClassifier(vocab_size=50, num_classes=3, word_dropout=1.0)
+    lengths = torch.tensor([6, 6])
+    a, b = torch.randint(1, 50, (2, 6)), torch.randint(1, 50, (2, 6))
+    # every word dropped: the logits no longer depend on the words
+    torch.testing.assert_close(net((a, lengths)), net((b, lengths)))
+    net.eval()
+    assert not torch.allclose(net((a, lengths)), net((b, lengths)))
+
+
 def test_elman_rnn_is_the_articles_recurrence():
     torch.manual_seed(0)
     net = RNN(vocab_size=20, num_classes=4, embedding_dim=5, hidden_size=6).eval()

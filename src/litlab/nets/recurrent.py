@@ -19,6 +19,8 @@ class RecurrentClassifier(nn.Module):
     weight column is that bias. It also takes Keras' initializers, which train the article's
     models far better than PyTorch's: small uniform embeddings, Glorot input kernels,
     orthogonal recurrent kernels, zero biases but 1 for the LSTM forget gate.
+    `word_dropout` zeroes the embeddings of that share of the tokens in training (whole words,
+    unscaled: a dropped word reads as no word), on top of `dropout` on the embedding units.
     `cell_impl="compiled"` runs the recurrence through `litlab.kernels.CompiledRecurrent`,
     `chunk` steps per compiled graph; the state dict is the same either way.
     """
@@ -34,6 +36,7 @@ class RecurrentClassifier(nn.Module):
         bidirectional: bool = False,
         keras_compatible: bool = False,
         dropout: float = 0.0,
+        word_dropout: float = 0.0,
         cell_impl: str = "torch",
         chunk: int = 16,
     ):
@@ -63,6 +66,7 @@ class RecurrentClassifier(nn.Module):
             for size in sizes
         )
         self.dropout = nn.Dropout(dropout)
+        self.word_dropout = word_dropout
         self.head = nn.Linear(hidden_size * directions, num_classes)
         if keras_compatible:
             self._keras_init(hidden_size, cell)
@@ -86,7 +90,10 @@ class RecurrentClassifier(nn.Module):
 
     def forward(self, batch) -> torch.Tensor:
         tokens, lengths = batch
-        x = self.dropout(self.embedding(tokens))
+        x = self.embedding(tokens)
+        if self.training and self.word_dropout:  # whole words, unscaled
+            x = x * (torch.rand(*tokens.shape, 1, device=x.device) >= self.word_dropout)
+        x = self.dropout(x)
         for i, layer in enumerate(self.layers):
             if i:
                 x = self.dropout(x)
