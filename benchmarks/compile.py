@@ -12,23 +12,19 @@ import os
 os.environ.setdefault("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import move_data_to_device
-from report import write_section
+from report import train_config, write_section
 from torch._dynamo.utils import counters
 from torch.nn.utils.rnn import pack_padded_sequence
 
-import litlab
 from litlab.kernels import CompiledRecurrent
 from litlab.resolvers import fastest_cpu_precision
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 STEPS = 60
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -45,14 +41,7 @@ def synchronized(fn):
 
 
 def batches(experiment: str, n: int) -> list:
-    cfg = litlab.compose(
-        "train",
-        [
-            f"experiment={experiment}",
-            f"paths.data_dir={DATA_DIR}",
-            f"paths.output_dir={tempfile.mkdtemp()}",
-        ],
-    )
+    cfg = train_config(f"experiment={experiment}")
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -6,14 +6,12 @@ model summary) and CSV logger. The faster of two epochs is reported for each sid
 """
 
 import logging
-import tempfile
-from pathlib import Path
 
 import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from report import EpochTimer, timed, write_section
+from report import EpochTimer, timed, train_config, write_section
 
 import litlab
 
@@ -28,23 +26,17 @@ after each batch and redrew 20 times a second: it cost SeedCNN about 2 s per epo
 litlab's bar (`litlab.callbacks.ProgressBar`) updates every 50 batches and redraws twice a
 second. Wall times on this shared 2-core machine vary by about 5% from run to run."""
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 EPOCHS = 2
 NETS = {"MLP": "model=mlp", "SeedCNN": "model=seed_cnn"}
 
 
 def config(model_override: str):
-    return litlab.compose(
-        "train",
-        [
-            model_override,
-            "data.batch_size=32",
-            f"trainer.max_epochs={EPOCHS}",
-            "test=false",
-            f"paths.data_dir={DATA_DIR}",
-            f"paths.output_dir={tempfile.mkdtemp()}",
-            "+callbacks.epoch_timer._target_=report.EpochTimer",
-        ],
+    return train_config(
+        model_override,
+        "data.batch_size=32",
+        f"trainer.max_epochs={EPOCHS}",
+        "test=false",
+        "+callbacks.epoch_timer._target_=report.EpochTimer",
     )
 
 

@@ -1,15 +1,12 @@
 """MNIST input pipeline: litlab's in-memory batches vs torchvision MNIST + ToTensor + DataLoader."""
 
-from pathlib import Path
-
 import torch
-from report import timed, write_section
+from report import DATA_DIR, timed, write_section
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from litlab.data import MNISTDataModule
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 BATCH = 32
 
 

@@ -4,13 +4,17 @@ import datetime
 import os
 import platform
 import re
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
 
+import litlab
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 HEADER = """# Benchmarks
 
 Every figure is measured side by side in one run against a plain PyTorch baseline on the same
@@ -31,6 +35,14 @@ def machine() -> str:
     return (
         f"{cpu_name()}, {os.cpu_count()} cores, {device}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}"
+    )
+
+
+def train_config(*overrides: str):
+    """The `train` config with `overrides`, reading data/ and writing into a fresh temp dir."""
+    return litlab.compose(
+        "train",
+        [*overrides, f"paths.data_dir={DATA_DIR}", f"paths.output_dir={tempfile.mkdtemp()}"],
     )
 
 

@@ -13,29 +13,22 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from report import EpochTimer, write_section
+from report import DATA_DIR, EpochTimer, train_config, write_section
 
 import litlab
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 EPOCHS = 2
 RUNS = {"litlab-train eager": [], "litlab-train speed=cpu": ["speed=cpu"]}
 
 
 def litlab_run(overrides: list[str]) -> dict:
-    cfg = litlab.compose(
-        "train",
-        [
-            "experiment=seed_cnn",
-            f"trainer.max_epochs={EPOCHS}",
-            f"paths.data_dir={DATA_DIR}",
-            f"paths.output_dir={tempfile.mkdtemp()}",
-            "+callbacks.epoch_timer._target_=report.EpochTimer",
-            *overrides,
-        ],
+    cfg = train_config(
+        "experiment=seed_cnn",
+        f"trainer.max_epochs={EPOCHS}",
+        "+callbacks.epoch_timer._target_=report.EpochTimer",
+        *overrides,
     )
     EpochTimer.seconds.clear()
     metrics = litlab.train(cfg)

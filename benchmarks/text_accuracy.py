@@ -7,17 +7,15 @@ on 212 articles, where one article is half a point of accuracy, so it is run wit
 """
 
 import logging
-import tempfile
-from pathlib import Path
+import statistics
 
 from hydra.utils import instantiate
-from report import write_section
+from report import train_config, write_section
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 import litlab
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 # corpus: (experiment, goal, seeds)
 RUNS = {
     "bbc_news": ("seed_rnn", 0.95, (42, 1, 3, 7)),
@@ -39,19 +37,12 @@ def main() -> dict:
     for corpus, (experiment, goal, seeds) in RUNS.items():
         runs = []  # (seed, split sizes, TF-IDF accuracy, LSTM accuracy)
         for seed in seeds:
-            cfg = litlab.compose(
-                "train",
-                [
-                    f"experiment={experiment}",
-                    f"seed={seed}",
-                    f"paths.data_dir={DATA_DIR}",
-                    f"paths.output_dir={tempfile.mkdtemp()}",
-                ],
-            )
+            cfg = train_config(f"experiment={experiment}", f"seed={seed}")
             splits = instantiate(cfg.data).split_records()
             sizes = "/".join(f"{len(splits[s]):,}" for s in ("train", "val", "test"))
             runs.append((seed, sizes, tfidf_baseline(splits), litlab.train(cfg)["test/acc"]))
-        baseline, lstm = (sum(run[k] for run in runs) / len(runs) for k in (2, 3))
+        baseline = statistics.mean(tfidf for _, _, tfidf, _ in runs)
+        lstm = statistics.mean(acc for _, _, _, acc in runs)
         results[corpus] = lstm
         verdict = f">= {goal} ({'met' if lstm >= goal else 'missed'})"
         if len(runs) > 1:

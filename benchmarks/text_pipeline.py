@@ -1,14 +1,11 @@
 """Text pipeline: padding efficiency with and without length bucketing, tokenization throughput."""
 
-from pathlib import Path
-
 import torch
-from report import timed, write_section
+from report import DATA_DIR, timed, write_section
 from torch.utils.data import BatchSampler, RandomSampler
 
 from litlab.data.text import BucketBatchSampler, TextDataModule, encode, fit_tokenizer
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 CORPORA = {"bbc_news": 5, "tweets_sentiment": 3, "rotten_tomatoes": 3}
 BATCH = 32
 

@@ -7,19 +7,16 @@ pixels + KL, per image, scored on the 10,000 test images.
 
 import json
 import logging
-import tempfile
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from report import write_section
+from report import train_config, write_section
 from torch import nn
 
 import litlab
 from litlab.models.autoencoder import gaussian_kl
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 EPOCHS, BATCH = 10, 128
 
 
@@ -57,16 +54,9 @@ def plain_vae(cfg) -> float:
         return net(test.__getitems__(range(len(test)))[0]).mean().item()
 
 
-def config(*overrides: str):
-    return litlab.compose(
-        "train",
-        [*overrides, f"paths.data_dir={DATA_DIR}", f"paths.output_dir={tempfile.mkdtemp()}"],
-    )
-
-
 def main() -> dict:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    cfg = config("experiment=vae_mlp")
+    cfg = train_config("experiment=vae_mlp")
     baseline = plain_vae(cfg)
     ours = litlab.train(cfg)
     enc = cfg.model.encoder
@@ -74,7 +64,7 @@ def main() -> dict:
     net = f"{layers}, ReLU{', batch norm' if enc.get('batch_norm') else ''}"
     if cfg.model.get("scheduler"):
         net += f", {cfg.model.scheduler._target_.rsplit('.', 1)[-1]} from 1e-3"
-    pretrain_cfg = config("experiment=vae_pretrain_cnn")
+    pretrain_cfg = train_config("experiment=vae_pretrain_cnn")
     pretrain = litlab.train(pretrain_cfg)
     gain = pretrain["test/acc"] - pretrain["scratch/test/acc"]
     body = f"""\
