@@ -79,6 +79,8 @@ def train_step(cfg, compile=None, channels_last=False, fused=None, cell_impl=Non
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, fused=fused)
 
     def step(batch):
+        if compile == "reduce-overhead":  # a new iteration: CUDA graph outputs may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         x, y = batch
         if channels_last:
             x = x.contiguous(memory_format=memory_format)
@@ -107,11 +109,6 @@ VARIANTS = {
             "channels_last": True,
             "fused": True,
         },
-        "max-autotune + channels_last + fused Adam": {
-            "compile": "max-autotune",
-            "channels_last": True,
-            "fused": True,
-        },
     },
     "seed_rnn": {
         "torch cells (packed)": {},
@@ -119,6 +116,20 @@ VARIANTS = {
     },
 }
 
+
+if DEVICE.type == "cpu":
+    VARIANTS["seed_cnn"]["max-autotune + channels_last + fused Adam"] = {
+        "compile": "max-autotune",
+        "channels_last": True,
+        "fused": True,
+    }
+else:  # CUDA graphs: one replay per graph instead of a launch per kernel
+    VARIANTS["mlp_relu"]["compile reduce-overhead"] = {"compile": "reduce-overhead"}
+    VARIANTS["seed_cnn"]["compile reduce-overhead + channels_last + fused Adam"] = {
+        "compile": "reduce-overhead",
+        "channels_last": True,
+        "fused": True,
+    }
 
 # bf16 autocast where the device computes bf16 natively (a GPU, or a CPU with AVX512-BF16/AMX)
 if DEVICE.type == "cuda" or fastest_cpu_precision() == "bf16-mixed":
@@ -129,6 +140,11 @@ if DEVICE.type == "cuda" or fastest_cpu_precision() == "bf16-mixed":
         "compile": "default",
     }
     VARIANTS["seed_rnn"]["torch cells (packed) + bf16"] = {"bf16": True}
+    if DEVICE.type == "cuda":
+        VARIANTS["seed_cnn"]["compile reduce-overhead + channels_last + fused Adam + bf16"] = {
+            **fastest,
+            "compile": "reduce-overhead",
+        }
 
 
 def train_steps() -> tuple[str, dict, dict]:
@@ -145,6 +161,7 @@ def train_steps() -> tuple[str, dict, dict]:
             rows.append(
                 f"| `{experiment}` | {name} | {ms:.2f} | {baseline / ms:.2f}x | {first:.1f} |"
             )
+            print(rows[-1], flush=True)  # progress: a long run shows its rows as they come
     table = (
         "| experiment (batch 32) | variant | ms/step | speed vs first row | first step, s |\n"
         "|---|---|---:|---:|---:|\n" + "\n".join(rows)
@@ -182,25 +199,44 @@ def recurrent_layers(batch: int, steps: int, hidden: int) -> str:
 
 
 def profile(fn, inputs, rows: int = 6) -> str:
-    """Where `fn`'s time goes: the operators with the most self time, as a table."""
+    """Where `fn`'s time goes: the operators (CPU) or kernels (GPU) with the most self time."""
+    fn = synchronized(fn)
     for x in inputs[:2]:
         fn(x)
     with torch.profiler.profile() as prof:
         for x in inputs[2:6]:
             fn(x)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
+    kind = "self_device_time_total" if DEVICE.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, kind), reverse=True)
+    total = sum(getattr(e, kind) for e in events)
     lines = [
-        f"| `{e.key[:60]}` | {e.count // 4} | {100 * e.self_cpu_time_total / total:.0f}% |"
+        f"| `{e.key[:60]}` | {e.count / 4:g} | {100 * getattr(e, kind) / total:.0f}% |"
         for e in events[:rows]
     ]
-    return "| operator | calls per step | self time |\n|---|---:|---:|\n" + "\n".join(lines)
+    unit = "kernel" if DEVICE.type == "cuda" else "operator"
+    return f"| {unit} | calls per step | self time |\n|---|---:|---:|\n" + "\n".join(lines)
 
 
 LAYER_HEADER = (
     "| (batch, length, hidden) | nn.LSTM padded | nn.LSTM packed | litlab compiled | "
     "vs padded | vs packed | first call, s |\n|---|---:|---:|---:|---:|---:|---:|"
 )
+
+
+READING = {
+    "cpu": """`nn.LSTM` runs oneDNN's fused RNN layer (one call for all time steps, forward
+and backward), packed or not. The compiled cells' time goes to the per-step matrix products
+(`mm`/`addmm`, two to three small ones per step) and the generated kernels around them, which
+oneDNN does in one call. On this CPU Inductor's code for SeedCNN (pooling and ReLU with their
+backward around oneDNN's convolutions) is slower than eager ATen, so the fastest CPU step is
+eager with channels-last, fused Adam and, on a CPU with native bf16 (AVX512-BF16 or AMX), bf16
+autocast: what `speed=cpu` selects. `model.compile` is there for GPUs (Triton) and for nets
+where it measures faster.""",
+    "cuda": """`nn.LSTM` runs cuDNN's fused RNN layer. On the GPU Inductor writes Triton
+kernels; at batch 32 a train step is a few dozen small kernels, so launch overhead weighs, which
+`reduce-overhead` (CUDA graphs: the step's kernels replayed as one graph) removes. The kernel
+tables list GPU time per kernel.""",
+}
 
 
 def recompiles(lengths: int = 20) -> int:
@@ -235,6 +271,7 @@ def main() -> dict:
         f"({'met' if lstm >= 1.0 else 'missed'}); MLP `compile: default` not slower than "
         f"eager: {mlp:.2f}x ({'met' if mlp >= 0.97 else 'missed'}, 3% noise allowed)."
     )
+    goals = "Goals" if DEVICE.type == "cpu" else "The CPU's goals, measured here for comparison"
     body = f"""{table}
 
 Where the time goes in SeedCNN's compiled train step (compile + channels_last + fused Adam):
@@ -256,19 +293,12 @@ and `nn.LSTM` on packed sequences:
 
 After warm-up, 20 random sequence lengths (1-400) compiled {new_graphs} new graphs.
 
-Goals: {verdicts}
+{goals}: {verdicts}
 
 *Reading the tables.* "first step" is the first call with compilation, caches off.
-`nn.LSTM` runs oneDNN's fused RNN layer (one call for all time steps, forward and backward),
-packed or not. litlab's compiled cells run the input projection of all steps as one matrix
-product and the recurrence in chunks of 16 unrolled steps, one Inductor graph per chunk (gate
-arithmetic fused); their time goes to the per-step matrix products (`mm`/`addmm`, two to three
-small ones per step) and the generated kernels around them, which oneDNN does in one call. On
-this CPU Inductor's code for SeedCNN (pooling and ReLU with their backward around oneDNN's
-convolutions) is slower than eager ATen, so the fastest CPU step is eager with channels-last,
-fused Adam and, on a CPU with native bf16 (AVX512-BF16 or AMX), bf16 autocast: what
-`speed=cpu` selects. `model.compile` is there for GPUs (Triton) and for nets where it measures
-faster."""
+litlab's compiled cells run the input projection of all steps as one matrix product and the
+recurrence in chunks of 16 unrolled steps, one Inductor graph per chunk (gate arithmetic
+fused). {READING[DEVICE.type]}"""
     name = "compile" if DEVICE.type == "cpu" else "compile_gpu"
     write_section(name, f"torch.compile on {DEVICE.type.upper()}: eager vs compiled", body)
     return ratios

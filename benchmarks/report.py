@@ -65,12 +65,18 @@ class EpochTimer(Callback):
 
 
 def write_section(name: str, title: str, body: str) -> None:
-    """Replace (or append) the section `name` (also the script's name) of docs/benchmarks.md."""
+    """Replace (or append) the section `name` of docs/benchmarks.md: a script's name, with
+    `_gpu` appended for its run on a GPU (by benchmarks/gpu.sh)."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    command = (
+        "`bash benchmarks/gpu.sh`"
+        if name.endswith("_gpu")
+        else f"`make bench` (or `python benchmarks/{name}.py`)"
+    )
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"
         f"Measured {stamp} on {machine()}.  \n"
-        f"Command: `make bench` (or `python benchmarks/{name}.py`).\n\n"
+        f"Command: {command}.\n\n"
         f"{body.strip()}\n<!-- {name}:end -->"
     )
     text = DOC.read_text() if DOC.exists() else HEADER

@@ -15,12 +15,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from report import DATA_DIR, EpochTimer, train_config, write_section
 
 import litlab
 
 EPOCHS = 2
-RUNS = {"litlab-train eager": [], "litlab-train speed=cpu": ["speed=cpu"]}
+DEVICE = "gpu" if torch.cuda.is_available() else "cpu"
+RUNS = {
+    "cpu": {"litlab-train eager": [], "litlab-train speed=cpu": ["speed=cpu"]},
+    "gpu": {
+        "litlab-train trainer=gpu (eager)": ["trainer=gpu"],
+        "litlab-train speed=gpu": ["speed=gpu"],
+        "litlab-train speed=gpu model.compile=default": ["speed=gpu", "model.compile=default"],
+    },
+}[DEVICE]
 
 
 def litlab_run(overrides: list[str]) -> dict:
@@ -37,6 +46,8 @@ def litlab_run(overrides: list[str]) -> dict:
 
 
 def keras_run() -> dict | None:
+    if DEVICE == "gpu":  # the Keras reference is the article's CPU run
+        return None
     python = os.environ.get("KERAS_PYTHON")
     if python is None and importlib.util.find_spec("tensorflow"):
         python = sys.executable
@@ -65,7 +76,9 @@ def main() -> dict:
     runs = {name: litlab_run(overrides) for name, overrides in RUNS.items()}
     keras = keras_run()
     rows = [row(name, run) for name, run in runs.items()]
-    if keras is None:
+    if DEVICE == "gpu":
+        verdict = "The Keras reference runs on the CPU only (section above)."
+    elif keras is None:
         verdict = "Keras was not run: set KERAS_PYTHON to a Python with tensorflow-cpu."
     else:
         rows.insert(0, row(f"Keras (TensorFlow {keras['tensorflow']}), the article's code", keras))
@@ -79,14 +92,16 @@ def main() -> dict:
         f"| run (batch 32, {EPOCHS} epochs) | s/epoch | train steps/epoch | ms/step | test acc |\n"
         "|---|---:|---:|---:|---:|\n" + "\n".join(rows)
     )
-    speed = (Path(litlab.CONFIG_DIR) / "speed" / "cpu.yaml").read_text().strip()
+    speed = (Path(litlab.CONFIG_DIR) / "speed" / f"{DEVICE}.yaml").read_text().strip()
     body = (
         f"{table}\n\n{verdict}\n\nlitlab's epoch includes validating on 5k images; its ms/step "
-        f"is the epoch over the training steps. `speed=cpu` is:\n\n```yaml\n{speed}\n```"
+        f"is the epoch over the training steps. `speed={DEVICE}` is:\n\n```yaml\n{speed}\n```"
     )
-    write_section(
-        "seed_cnn_speed", "The article's CNN: litlab-train vs the article's Keras code", body
-    )
+    if DEVICE == "cpu":
+        title = "The article's CNN: litlab-train vs the article's Keras code"
+        write_section("seed_cnn_speed", title, body)
+    else:
+        write_section("seed_cnn_speed_gpu", "The article's CNN: litlab-train on a GPU", body)
     return {"keras": keras, **runs}
 
 

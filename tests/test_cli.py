@@ -103,6 +103,19 @@ def test_non_integer_epochs(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_unknown_matmul_precision(tmp_path):
+    result = run_cli("litlab-train", "float32_matmul_precision=tf32", f"hydra.run.dir={tmp_path}")
+    assert_one_line_error(result, "float32_matmul_precision='tf32' is not one of highest")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the GPU it asks for")
+def test_gpu_settings_without_a_gpu(tmp_path):
+    result = run_cli("litlab-train", "speed=gpu", f"hydra.run.dir={tmp_path}")
+    assert_one_line_error(result, "trainer.accelerator=gpu but torch sees no CUDA GPU", "speed=cpu")
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_missing_data_with_no_way_to_fetch(tmp_path):
     result = run_cli(
         "litlab-train", f"paths.data_dir={tmp_path / 'nodata'}", f"hydra.run.dir={tmp_path / 'run'}"

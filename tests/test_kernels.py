@@ -21,23 +21,38 @@ from litlab.resolvers import fastest_cpu_precision
 from litlab.tasks import load_model
 
 CHUNK = 4  # short chunks compile fast
+NO_GPU = "no CUDA GPU here; benchmarks/gpu.sh runs the GPU cases on one"
 
 
-def twins(cell: str, **kwargs) -> tuple[RecurrentClassifier, RecurrentClassifier]:
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
+        ),
+    ]
+)
+def device(request, monkeypatch) -> torch.device:
+    """Where a numerics test runs; on a GPU in plain fp32 (cuDNN's TF32 off, as on the CPU)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    return torch.device(request.param)
+
+
+def twins(cell: str, device="cpu", **kwargs) -> tuple[RecurrentClassifier, RecurrentClassifier]:
     """A torch-cell net and a compiled-cell net holding the same weights."""
     torch.manual_seed(0)
     options = dict(vocab_size=50, num_classes=3, embedding_dim=8, hidden_size=6, cell=cell)
-    eager = RecurrentClassifier(**options, **kwargs)
+    eager = RecurrentClassifier(**options, **kwargs).to(device)
     compiled = RecurrentClassifier(**options, cell_impl="compiled", chunk=CHUNK, **kwargs)
     compiled.load_state_dict(eager.state_dict())
-    return eager, compiled
+    return eager, compiled.to(device)
 
 
-def ragged_batch(batch=5, longest=2 * CHUNK + 3):
+def ragged_batch(device="cpu", batch=5, longest=2 * CHUNK + 3):
     torch.manual_seed(1)
     lengths = torch.tensor([longest, 1, CHUNK, CHUNK + 1, 7][:batch])
     tokens = torch.randint(1, 50, (batch, longest)) * (torch.arange(longest) < lengths[:, None])
-    return tokens, lengths
+    return tokens.to(device), lengths  # lengths stay on the CPU, as the datamodules give them
 
 
 @pytest.mark.parametrize(
@@ -51,9 +66,9 @@ def ragged_batch(batch=5, longest=2 * CHUNK + 3):
         ("rnn", {"keras_compatible": True, "num_layers": 2}),
     ],
 )
-def test_compiled_cells_match_torch_forward_and_gradients(cell, kwargs):
-    eager, compiled = twins(cell, **kwargs)
-    batch = ragged_batch()
+def test_compiled_cells_match_torch_forward_and_gradients(cell, kwargs, device):
+    eager, compiled = twins(cell, device, **kwargs)
+    batch = ragged_batch(device)
     out_eager, out_compiled = eager(batch), compiled(batch)
     torch.testing.assert_close(out_compiled, out_eager, rtol=1e-5, atol=1e-6)
     out_eager.square().sum().backward()
@@ -68,30 +83,31 @@ def test_compiled_cells_state_dict_matches_torch_names():
     assert list(eager.state_dict()) == list(compiled.state_dict())
 
 
-def test_padding_does_not_leak_through_compiled_cells():
-    _, net = twins("lstm", keras_compatible=True, bidirectional=True)
-    tokens, lengths = ragged_batch()
+def test_padding_does_not_leak_through_compiled_cells(device):
+    _, net = twins("lstm", device, keras_compatible=True, bidirectional=True)
+    tokens, lengths = ragged_batch(device)
     together = net((tokens, lengths))
     for i in range(len(lengths)):
         alone = net((tokens[i : i + 1, : lengths[i]], lengths[i : i + 1]))
         torch.testing.assert_close(alone[0], together[i], rtol=1e-5, atol=1e-6)
 
 
-def test_chunk_compiles_without_graph_breaks_and_once_for_all_lengths():
-    _, net = twins("lstm", keras_compatible=True)
+def test_chunk_compiles_without_graph_breaks_and_once_for_all_lengths(device):
+    _, net = twins("lstm", device, keras_compatible=True)
     torch.manual_seed(2)
-    net((torch.randint(1, 50, (4, 9)), torch.tensor([9, 3, 5, 1])))  # warm-up
+    net((torch.randint(1, 50, (4, 9), device=device), torch.tensor([9, 3, 5, 1])))  # warm-up
     counters.clear()
     for length in torch.randint(1, 5 * CHUNK, (20,)).tolist():
-        tokens = torch.randint(1, 50, (4, length))
+        tokens = torch.randint(1, 50, (4, length), device=device)
         net((tokens, torch.tensor([length, max(1, length // 2), 1, length]))).sum().backward()
     assert counters["stats"]["unique_graphs"] == 0, "a new sequence length recompiled"
     assert not counters["graph_break"]  # and the chunks compile with fullgraph=True
 
 
 @pytest.mark.parametrize("net", [MLP(hidden=(32,)), SeedCNN()], ids=["mlp", "seed_cnn"])
-def test_compiled_nets_equal_eager_nets(net):
-    x = torch.rand(8, 1, 28, 28)
+def test_compiled_nets_equal_eager_nets(net, device):
+    net = copy.deepcopy(net).to(device)
+    x = torch.rand(8, 1, 28, 28, device=device)
     compiled = copy.deepcopy(net).to(memory_format=torch.channels_last)
     compiled.compile()
     out_eager = net(x)

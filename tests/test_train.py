@@ -2,6 +2,7 @@ import json
 
 import lightning.pytorch as L
 import pytest
+import torch
 from conftest import DATA_DIR, compose, read_metrics
 from hydra.utils import instantiate
 
@@ -40,6 +41,14 @@ def test_fast_dev_run_per_model(tmp_path, mnist, model):
     assert 0 <= metrics["test/acc"] <= 1
     assert (tmp_path / "config.yaml").is_file()
     assert read_metrics(tmp_path) == pytest.approx(metrics)
+
+
+def test_a_run_sets_the_fp32_matmul_precision(tmp_path, mnist):
+    try:
+        litlab.train(compose(tmp_path, "model=mlp", "debug=fdr", "float32_matmul_precision=medium"))
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
 
 
 def test_mlp_one_epoch_on_real_mnist_reaches_95_percent(tmp_path, mnist):

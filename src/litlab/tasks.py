@@ -33,6 +33,9 @@ _INTEGERS = ("seed",)
 _POSITIVE_NUMBERS = ("model.optimizer.lr",)
 
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse values of the wrong type before anything is built or written."""
     for key in _POSITIVE_INTEGERS + _INTEGERS + _POSITIVE_NUMBERS:
@@ -48,6 +51,17 @@ def check_config(cfg: DictConfig) -> None:
             )
         if key not in _INTEGERS and value <= 0:
             raise LitlabError(f"{key}={value} must be positive")
+    matmul = cfg.float32_matmul_precision
+    if matmul not in MATMUL_PRECISIONS:
+        raise LitlabError(
+            f"float32_matmul_precision={matmul!r} is not one of {', '.join(MATMUL_PRECISIONS)}; "
+            "`high` lets fp32 matrix products use TF32 on GPUs that have it"
+        )
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise LitlabError(
+            f"trainer.accelerator={cfg.trainer.accelerator} but torch sees no CUDA GPU here; "
+            "train on the CPU with trainer=cpu (speed=cpu for its fastest settings)"
+        )
 
 
 def check_monitor(cfg: DictConfig, model: L.LightningModule) -> None:
@@ -243,6 +257,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     """One training run: the body of `train` for a single model."""
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     check_monitor(cfg, model)
