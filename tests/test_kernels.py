@@ -144,6 +144,16 @@ def test_a_compiled_run_checkpoint_loads_into_eager_and_back(tmp_path, mnist):
     assert model.net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.parametrize(
+    "compile, fused, expected",
+    [(False, None, None), ("default", None, True), ("default", False, False)],
+)
+def test_compiling_fuses_the_optimizer_update_unless_the_config_says(compile, fused, expected):
+    optimizer = partial(torch.optim.SGD, lr=0.1, momentum=0.9, fused=fused)
+    model = Classifier(net=MLP(hidden=(8,)), optimizer=optimizer, compile=compile)
+    assert model.configure_optimizers().defaults["fused"] is expected
+
+
 def test_an_unknown_compile_mode_is_one_clear_error(tmp_path):
     result = run_cli("litlab-train", f"hydra.run.dir={tmp_path}", "model.compile=fastest")
     assert result.returncode == 2

@@ -1,3 +1,6 @@
+import inspect
+from functools import partial
+
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.plugins import Precision
@@ -36,9 +39,11 @@ class LitModule(L.LightningModule):
     tracked as `val/<name>_best`, and kept in checkpoints.
 
     `compile` compiles the nets named in `nets` in place (`nn.Module.compile`) when a Trainer
-    first uses the model, so state-dict keys stay those of the eager nets. `channels_last`
-    keeps the nets' weights and 4-D inputs in that memory format (faster convolutions and
-    pooling on CPU and GPU).
+    first uses the model, so state-dict keys stay those of the eager nets. It also fuses the
+    optimizer's update into one kernel (`fused=True`) unless the optimizer config sets `fused`:
+    the compiled nets speed up forward and backward, the fused update the rest of the step.
+    `channels_last` keeps the nets' weights and 4-D inputs in that memory format (faster
+    convolutions and pooling on CPU and GPU).
     """
 
     best_of: tuple[str, str] = ("loss", "min")  # (metric name, "min" | "max")
@@ -134,8 +139,15 @@ class LitModule(L.LightningModule):
                 optimizer, gradient_clip_val, gradient_clip_algorithm
             )
 
+    def fused_update(self) -> dict:
+        """`fused=True` for a compiled model whose optimizer takes it and leaves it unset."""
+        factory = self.optimizer_factory
+        unset = isinstance(factory, partial) and factory.keywords.get("fused") is None
+        takes = unset and "fused" in inspect.signature(factory.func).parameters
+        return {"fused": True} if self.compile_options is not None and takes else {}
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.parameters(), **self.fused_update())
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
