@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import move_data_to_device
 from report import train_config, write_section
 from torch._dynamo.utils import counters
+from torch._inductor.async_compile import AsyncCompile
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from litlab.kernels import CompiledRecurrent
@@ -190,6 +191,16 @@ def recurrent_layers(batch: int, steps: int, hidden: int) -> str:
     return row, profile(ours, inputs), profile(packed, inputs)
 
 
+def named_kernels(experiment: str, variant: str, inputs):
+    """A variant's step compiled afresh so that the profiler names Inductor's C++ kernels
+    (on a GPU it names the Triton kernels anyway)."""
+    torch._dynamo.reset()  # else the step reuses the code compiled for the timings
+    with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}):
+        step = train_step(train_config(f"experiment={experiment}"), **VARIANTS[experiment][variant])
+        step(inputs[0])  # compiles under the patch
+    return step, inputs
+
+
 def profile(fn, inputs, rows: int = 6) -> str:
     """Where `fn`'s time goes: the operators (CPU) or kernels (GPU) with the most self time."""
     fn = synchronized(fn)
@@ -220,7 +231,9 @@ READING = {
 and backward), packed or not. The compiled cells' time goes to the per-step matrix products
 (`mm`/`addmm`, two to three small ones per step) and the generated kernels around them, which
 oneDNN does in one call. On this CPU Inductor's code for SeedCNN (pooling and ReLU with their
-backward around oneDNN's convolutions) is slower than eager ATen, so the fastest CPU step is
+backward around oneDNN's convolutions) is slower than eager ATen: its largest kernels save
+ReLU's backward mask as bools, a store its vectorized C++ does many times slower than ATen (the
+line under the kernel table). So the fastest CPU step is
 eager with channels-last, fused Adam and, on a CPU with native bf16 (AVX512-BF16 or AMX), bf16
 autocast: what `speed=cpu` selects. `model.compile` is there for GPUs (Triton) and for nets
 where it measures faster.""",
@@ -229,6 +242,19 @@ kernels; at batch 32 a train step is a few dozen small kernels, so launch overhe
 `reduce-overhead` (CUDA graphs: the step's kernels replayed as one graph) removes. The kernel
 tables list GPU time per kernel.""",
 }
+
+
+def relu_mask() -> str:
+    """ReLU's backward mask (bools) for SeedCNN's first block, eager vs compiled: the kernel the
+    CPU profile points at."""
+    x = torch.randn(32, 32, 26, 26, device=DEVICE)
+    mask = lambda x: F.relu(x) <= 0  # noqa: E731
+    eager, _ = median_ms(mask, [x] * 40)
+    compiled, _ = median_ms(torch.compile(mask), [x] * 40)
+    return (
+        f"ReLU's mask for the first block alone (32x32x26x26 values to bools): eager "
+        f"{eager:.3f} ms, compiled {compiled:.3f} ms."
+    )
 
 
 def recompiles(lengths: int = 20) -> int:
@@ -246,11 +272,16 @@ def recompiles(lengths: int = 20) -> int:
 
 def main() -> dict:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # Inductor's compile workers start once per process, on the cores the steps are timed on:
+    # start them before any timing.
+    AsyncCompile.wait_pool_ready()
     table, ratios, steps = train_steps()
-    cnn_profile = profile(*steps[("seed_cnn", "compile + channels_last")])
+    profiled = ("seed_cnn", "compile + channels_last")
+    cnn_profile = profile(*named_kernels(*profiled, steps[profiled][1]))
     small, ours, torchs = recurrent_layers(64, 200, 64)
     layers = small + "\n" + recurrent_layers(256, 100, 256)[0]
     new_graphs = recompiles()
+    mask = relu_mask()
     # compile's own gain: fp32 rows only, bf16 speeds eager and compiled steps alike
     cnn = max(
         v for (e, n), v in ratios.items() if e == "seed_cnn" and "compile" in n and "bf16" not in n
@@ -269,6 +300,8 @@ def main() -> dict:
 Where the time goes in SeedCNN's compiled train step (compile + channels_last):
 
 {cnn_profile}
+
+{mask}
 
 One LSTM layer, forward + backward, ms (median):
 
