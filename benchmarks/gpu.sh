@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU checks and benchmarks (about 5 minutes on one GPU): the numerics tests' CUDA cases,
+# The GPU checks and benchmarks (about 7 minutes on one H200): the numerics tests' CUDA cases,
 # then the "compile_gpu" and "seed_cnn_speed_gpu" sections of docs/benchmarks.md, which name
-# the card. Needs torch with CUDA and the MNIST and bbc_news data: `make data && bash benchmarks/gpu.sh`.
+# the card. Needs torch with CUDA and the MNIST and bbc_news data:
+# `make data && bash benchmarks/gpu.sh`.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-../.venv/bin/python}

@@ -97,11 +97,11 @@ def main() -> dict:
         f"{table}\n\n{verdict}\n\nlitlab's epoch includes validating on 5k images; its ms/step "
         f"is the epoch over the training steps. `speed={DEVICE}` is:\n\n```yaml\n{speed}\n```"
     )
-    if DEVICE == "cpu":
-        title = "The article's CNN: litlab-train vs the article's Keras code"
-        write_section("seed_cnn_speed", title, body)
-    else:
-        write_section("seed_cnn_speed_gpu", "The article's CNN: litlab-train on a GPU", body)
+    name, title = {
+        "cpu": ("seed_cnn_speed", "The article's CNN: litlab-train vs the article's Keras code"),
+        "gpu": ("seed_cnn_speed_gpu", "The article's CNN: litlab-train on a GPU"),
+    }[DEVICE]
+    write_section(name, title, body)
     return {"keras": keras, **runs}
 
 
