@@ -1,8 +1,9 @@
 """torch.compile: train steps eager vs compiled, the compiled recurrent cells vs torch's.
 
 Every figure is a median over timed steps after warm-up, each variant run in the same process
-on the same batches: real MNIST batches for the MLP and SeedCNN, real bbc_news batches (the
-bucketing sampler's) for the seed LSTM. A train step is forward, loss, backward, Adam.
+on the same batches, the variants taking turns: real MNIST batches for the MLP and SeedCNN,
+real bbc_news batches (the bucketing sampler's) for the seed LSTM. A train step is forward,
+loss, backward, Adam.
 """
 
 import logging
@@ -52,20 +53,25 @@ def batches(experiment: str, n: int) -> list:
     return cfg, [move_data_to_device(batch, DEVICE) for batch in found[:n]]
 
 
-def median_ms(step, inputs) -> tuple[float, float]:
-    """(median ms per call after warm-up, seconds of the first call: compilation included)."""
-    step = synchronized(step)
-    start = time.perf_counter()
-    step(inputs[0])
-    first = time.perf_counter() - start
-    for x in inputs[1:4]:
-        step(x)
-    times = []
-    for x in inputs[4:]:
+def median_ms(fns: dict, inputs, rounds: int = 3) -> dict[str, tuple[float, float]]:
+    """Per name: (median ms per call after warm-up, seconds of the first call: compilation
+    included). The calls are timed in turns, `rounds` passes over the inputs for each function
+    in order, so a drift in the machine's speed falls on all of them alike."""
+    fns = {name: synchronized(fn) for name, fn in fns.items()}
+    first, times = {}, {name: [] for name in fns}
+    for name, fn in fns.items():
         start = time.perf_counter()
-        step(x)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times), first
+        fn(inputs[0])
+        first[name] = time.perf_counter() - start
+        for x in inputs[1:4]:
+            fn(x)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for x in inputs[4:]:
+                start = time.perf_counter()
+                fn(x)
+                times[name].append(time.perf_counter() - start)
+    return {name: (1e3 * statistics.median(times[name]), first[name]) for name in fns}
 
 
 def train_step(cfg, compile=None, channels_last=False, fused=None, cell_impl=None, bf16=False):
@@ -141,25 +147,25 @@ if DEVICE.type == "cuda" or fastest_cpu_precision() == "bf16-mixed":
 
 
 def train_steps() -> tuple[str, dict, dict]:
-    rows, ratios, steps = [], {}, {}
+    rows, ratios, inputs_of = [], {}, {}
     for experiment, variants in VARIANTS.items():
         cfg, inputs = batches(experiment, STEPS)
-        baseline = None
-        median_ms(train_step(cfg), inputs[:12])  # warm the machine up: the first row is fair
-        for name, options in variants.items():
-            steps[(experiment, name)] = train_step(cfg, **options), inputs
-            ms, first = median_ms(*steps[(experiment, name)])
-            baseline = baseline or ms
+        inputs_of[experiment] = inputs
+        median_ms({"warm-up": train_step(cfg)}, inputs[:12])  # the first row's start is fair
+        steps = {name: train_step(cfg, **options) for name, options in variants.items()}
+        measured = median_ms(steps, inputs)
+        baseline = next(iter(measured.values()))[0]
+        for name, (ms, first) in measured.items():
             ratios[(experiment, name)] = baseline / ms
             rows.append(
                 f"| `{experiment}` | {name} | {ms:.2f} | {baseline / ms:.2f}x | {first:.1f} |"
             )
-            print(rows[-1], flush=True)  # progress: a long run shows its rows as they come
+        print("\n".join(rows[-len(measured) :]), flush=True)  # progress on a long run
     table = (
         "| experiment (batch 32) | variant | ms/step | speed vs first row | first step, s |\n"
         "|---|---|---:|---:|---:|\n" + "\n".join(rows)
     )
-    return table, ratios, steps
+    return table, ratios, inputs_of
 
 
 def recurrent_layers(batch: int, steps: int, hidden: int) -> str:
@@ -183,7 +189,8 @@ def recurrent_layers(batch: int, steps: int, hidden: int) -> str:
     def ours(x):
         compiled(x, lengths)[0].sum().backward()
 
-    (base, _), (pack, _), (mine, first) = (median_ms(f, inputs) for f in (padded, packed, ours))
+    measured = median_ms({"padded": padded, "packed": packed, "ours": ours}, inputs)
+    (base, _), (pack, _), (mine, first) = measured.values()
     row = (
         f"| ({batch}, {steps}, {hidden}) | {base:.2f} | {pack:.2f} | {mine:.2f} | "
         f"{base / mine:.2f}x | {pack / mine:.2f}x | {first:.1f} |"
@@ -249,8 +256,8 @@ def relu_mask() -> str:
     CPU profile points at."""
     x = torch.randn(32, 32, 26, 26, device=DEVICE)
     mask = lambda x: F.relu(x) <= 0  # noqa: E731
-    eager, _ = median_ms(mask, [x] * 40)
-    compiled, _ = median_ms(torch.compile(mask), [x] * 40)
+    measured = median_ms({"eager": mask, "compiled": torch.compile(mask)}, [x] * 40)
+    (eager, _), (compiled, _) = measured.values()
     return (
         f"ReLU's mask for the first block alone (32x32x26x26 values to bools): eager "
         f"{eager:.3f} ms, compiled {compiled:.3f} ms."
@@ -275,9 +282,8 @@ def main() -> dict:
     # Inductor's compile workers start once per process, on the cores the steps are timed on:
     # start them before any timing.
     AsyncCompile.wait_pool_ready()
-    table, ratios, steps = train_steps()
-    profiled = ("seed_cnn", "compile + channels_last")
-    cnn_profile = profile(*named_kernels(*profiled, steps[profiled][1]))
+    table, ratios, inputs = train_steps()
+    cnn_profile = profile(*named_kernels("seed_cnn", "compile + channels_last", inputs["seed_cnn"]))
     small, ours, torchs = recurrent_layers(64, 200, 64)
     layers = small + "\n" + recurrent_layers(256, 100, 256)[0]
     new_graphs = recompiles()
