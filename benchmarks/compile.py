@@ -240,10 +240,9 @@ and backward), packed or not. The compiled cells' time goes to the per-step matr
 oneDNN does in one call. On this CPU Inductor's code for SeedCNN (pooling and ReLU with their
 backward around oneDNN's convolutions) is slower than eager ATen: its largest kernels save
 ReLU's backward mask as bools, a store its vectorized C++ does many times slower than ATen (the
-line under the kernel table). So the fastest CPU step is
-eager with channels-last, fused Adam and, on a CPU with native bf16 (AVX512-BF16 or AMX), bf16
-autocast: what `speed=cpu` selects. `model.compile` is there for GPUs (Triton) and for nets
-where it measures faster.""",
+line under the kernel table). So the fastest CPU step is eager with channels-last, fused Adam
+and, on a CPU with native bf16 (AVX512-BF16 or AMX), bf16 autocast: what `speed=cpu` selects.
+`model.compile` is there for GPUs (Triton) and for nets where it measures faster.""",
     "cuda": """`nn.LSTM` runs cuDNN's fused RNN layer. On the GPU Inductor writes Triton
 kernels; at batch 32 a train step is a few dozen small kernels, so launch overhead weighs, which
 `reduce-overhead` (CUDA graphs: the step's kernels replayed as one graph) removes. The kernel

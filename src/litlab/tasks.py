@@ -31,8 +31,6 @@ RESUME_MODES = (None, "auto", "auto_or_fresh")
 _POSITIVE_INTEGERS = ("trainer.max_epochs", "data.batch_size")
 _INTEGERS = ("seed",)
 _POSITIVE_NUMBERS = ("model.optimizer.lr",)
-
-
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
 
 
