@@ -16,6 +16,7 @@ import litlab
 from litlab.checkpoints import load_checkpoint
 from litlab.export import exportable
 from litlab.models import Classifier
+from litlab.models.base import compile_update
 from litlab.nets import MLP, RecurrentClassifier, SeedCNN
 from litlab.resolvers import fastest_cpu_precision
 from litlab.tasks import load_model
@@ -145,13 +146,39 @@ def test_a_compiled_run_checkpoint_loads_into_eager_and_back(tmp_path, mnist):
 
 
 @pytest.mark.parametrize(
-    "compile, fused, expected",
-    [(False, None, None), ("default", None, True), ("default", False, False)],
+    "compile, fused, compiled",
+    [(False, None, False), ("default", None, True), ("default", True, False)],
 )
-def test_compiling_fuses_the_optimizer_update_unless_the_config_says(compile, fused, expected):
-    optimizer = partial(torch.optim.SGD, lr=0.1, momentum=0.9, fused=fused)
+def test_compiling_compiles_the_optimizer_update_unless_it_is_fused(compile, fused, compiled):
+    optimizer = partial(torch.optim.Adam, lr=0.1, fused=fused)
     model = Classifier(net=MLP(hidden=(8,)), optimizer=optimizer, compile=compile)
-    assert model.configure_optimizers().defaults["fused"] is expected
+    assert model.compiles_update() is compiled
+    assert isinstance(model.configure_optimizers().param_groups[0]["lr"], torch.Tensor) is compiled
+
+
+def test_the_compiled_update_equals_eager_and_a_scheduler_does_not_recompile_it():
+    torch.manual_seed(0)
+    nets = [MLP(hidden=(16,)), MLP(hidden=(16,))]
+    nets[1].load_state_dict(nets[0].state_dict())
+    optimizers = [torch.optim.Adam(net.parameters(), lr=0.01) for net in nets]
+    compile_update(optimizers[1])
+    schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5) for o in optimizers]
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    counters.clear()
+
+    def backward(net):  # what Lightning's closure does: forward, backward, the loss
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(4):  # each epoch a new learning rate
+        for net, optimizer, scheduler in zip(nets, optimizers, schedulers, strict=True):
+            optimizer.zero_grad()
+            assert optimizer.step(partial(backward, net)) is not None
+            scheduler.step()
+    assert counters["stats"]["unique_graphs"] == 1, "a new learning rate recompiled the update"
+    for eager, compiled in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
 def test_an_unknown_compile_mode_is_one_clear_error(tmp_path):

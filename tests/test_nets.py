@@ -24,6 +24,33 @@ def test_seed_cnn_layers_match_the_article():
     assert all(torch.all(m.bias == 0) for m in convs + dense)  # Keras' zero bias init
 
 
+def test_pooling_before_relu_is_the_articles_conv_relu_pool():
+    torch.manual_seed(0)
+    net = SeedCNN()
+    assert isinstance(net.features[1], torch.nn.MaxPool2d)  # pools first: ReLU on fewer values
+    article_order = []  # conv -> relu -> pool, as the article's Keras layers
+    for module in net.features:
+        if isinstance(module, torch.nn.ReLU) and isinstance(article_order[-1], torch.nn.MaxPool2d):
+            article_order.insert(-1, module)
+        else:
+            article_order.append(module)
+    assert [type(m) for m in article_order[:3]] == [
+        torch.nn.Conv2d,
+        torch.nn.ReLU,
+        torch.nn.MaxPool2d,
+    ]
+    reference = torch.nn.Sequential(*article_order, net.head)
+    x = torch.randn(8, 1, 28, 28)
+    gradients = []
+    for model in (net, reference):
+        out = model(x)
+        out.square().sum().backward()
+        gradients.append([p.grad.clone() for p in net.parameters()])
+        net.zero_grad()
+    assert torch.equal(net(x), reference(x))
+    assert all(map(torch.equal, *gradients))
+
+
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 def test_mlp_activation_and_shapes(activation):
     net = MLP(hidden=(32, 16), activation=activation, dropout=0.1)

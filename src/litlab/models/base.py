@@ -1,5 +1,4 @@
-import inspect
-from functools import partial
+from types import MethodType
 
 import lightning.pytorch as L
 import torch
@@ -29,6 +28,28 @@ def compile_options(compile) -> dict | None:
     return options
 
 
+def compile_update(optimizer: torch.optim.Optimizer) -> None:
+    """Compile `optimizer`'s update into one graph (Inductor's C++ on CPU, Triton on GPU).
+
+    Its learning rates become tensors, so a scheduler changing them does not recompile the
+    update. Lightning passes `step` a closure (forward and backward), which runs first, eagerly.
+    Call it before a scheduler wraps the optimizer's `step`.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = torch.as_tensor(group["lr"])
+    update = torch.compile(optimizer.step)
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        update()
+        return loss
+
+    optimizer.step = MethodType(step, optimizer)  # a method, as schedulers wrap it
+
+
 class LitModule(L.LightningModule):
     """What litlab's LightningModules share.
 
@@ -39,9 +60,10 @@ class LitModule(L.LightningModule):
     tracked as `val/<name>_best`, and kept in checkpoints.
 
     `compile` compiles the nets named in `nets` in place (`nn.Module.compile`) when a Trainer
-    first uses the model, so state-dict keys stay those of the eager nets. It also fuses the
-    optimizer's update into one kernel (`fused=True`) unless the optimizer config sets `fused`:
-    the compiled nets speed up forward and backward, the fused update the rest of the step.
+    first uses the model, so state-dict keys stay those of the eager nets. It compiles the
+    optimizer's update too (`compile_update`) unless the optimizer config asks for torch's fused
+    kernel (`fused: true`): the compiled nets speed up forward and backward, the compiled
+    update the rest of the step.
     `channels_last` keeps the nets' weights and 4-D inputs in that memory format (faster
     convolutions and pooling on CPU and GPU).
     """
@@ -139,15 +161,15 @@ class LitModule(L.LightningModule):
                 optimizer, gradient_clip_val, gradient_clip_algorithm
             )
 
-    def fused_update(self) -> dict:
-        """`fused=True` for a compiled model whose optimizer takes it and leaves it unset."""
-        factory = self.optimizer_factory
-        unset = isinstance(factory, partial) and factory.keywords.get("fused") is None
-        takes = unset and "fused" in inspect.signature(factory.func).parameters
-        return {"fused": True} if self.compile_options is not None and takes else {}
+    def compiles_update(self) -> bool:
+        """Whether the optimizer's update is compiled: with the nets, unless it is fused."""
+        fused = getattr(self.optimizer_factory, "keywords", {}).get("fused")
+        return self.compile_options is not None and not fused
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters(), **self.fused_update())
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.compiles_update():
+            compile_update(optimizer)
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
