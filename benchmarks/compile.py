@@ -191,11 +191,26 @@ def recurrent_layers(batch: int, steps: int, hidden: int) -> str:
     def ours(x):
         compiled(x, lengths)[0].sum().backward()
 
-    measured = median_ms({"padded": padded, "packed": packed, "ours": ours}, inputs)
-    (base, _), (pack, _), (mine, first) = measured.values()
+    # The matrix products any LSTM layer's forward + backward needs, and nothing else: the
+    # input projection and its two gradients, the recurrent weight's gradient over all steps
+    # (one product each), and each step's recurrent product forward and backward.
+    flat = torch.randn(steps * batch, hidden, device=DEVICE)
+    flat_gates = torch.randn(steps * batch, 4 * hidden, device=DEVICE)
+    weight = torch.randn(4 * hidden, hidden, device=DEVICE)
+    state, gates = flat[:batch], flat_gates[:batch]
+
+    def products(_):
+        flat @ weight.t(), flat_gates @ weight, flat_gates.t() @ flat, flat_gates.t() @ flat
+        for _ in range(steps):
+            state @ weight.t(), gates @ weight
+
+    measured = median_ms(
+        {"padded": padded, "packed": packed, "ours": ours, "products": products}, inputs
+    )
+    (base, _), (pack, _), (mine, first), (floor, _) = measured.values()
     row = (
         f"| ({batch}, {steps}, {hidden}) | {base:.2f} | {pack:.2f} | {mine:.2f} | "
-        f"{base / mine:.2f}x | {pack / mine:.2f}x | {first:.1f} |"
+        f"{base / mine:.2f}x | {pack / mine:.2f}x | {first:.1f} | {floor:.2f} |"
     )
     return row, profile(ours, inputs), profile(packed, inputs)
 
@@ -231,38 +246,31 @@ def profile(fn, inputs, rows: int = 6) -> str:
 
 LAYER_HEADER = (
     "| (batch, length, hidden) | nn.LSTM padded | nn.LSTM packed | litlab compiled | "
-    "vs padded | vs packed | first call, s |\n|---|---:|---:|---:|---:|---:|---:|"
+    "vs padded | vs packed | first call, s | its matrix products alone |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
 READING = {
     "cpu": """`nn.LSTM` runs oneDNN's fused RNN layer (one call for all time steps, forward
-and backward), packed or not. The compiled cells' time goes to the per-step matrix products
-(`mm`/`addmm`, two to three small ones per step) and the generated kernels around them, which
-oneDNN does in one call. On this CPU Inductor's code for SeedCNN (pooling and ReLU with their
-backward around oneDNN's convolutions) is slower than eager ATen: its largest kernels save
-ReLU's backward mask as bools, a store its vectorized C++ does many times slower than ATen (the
-line under the kernel table). So the fastest CPU step is eager with channels-last, fused Adam
-and, on a CPU with native bf16 (AVX512-BF16 or AMX), bf16 autocast: what `speed=cpu` selects.
-`model.compile` is there for GPUs (Triton) and for nets where it measures faster.""",
+and backward), packed or not. The layer table's last column times only the matrix products an
+LSTM layer's forward and backward need (the input projection and its two gradients, the
+recurrent weight's gradient, each step's two small products), through ATen: at (256, 100, 256)
+they alone take longer than oneDNN's whole layer, and at (64, 200, 64) they leave less time
+than the compiled cells spend around them (a call per product and per chunk, and `copy_` and
+`cat` to assemble the steps, in the profile). Cells whose products go through ATen cannot
+reach oneDNN on this CPU; that would take the whole recurrence in one kernel. The seed CNN
+max-pools before its ReLU (the same function), so no kernel stores ReLU's backward mask as
+bools, a store Inductor's vectorized C++ does many times slower than ATen (which had the
+compiled step at 0.61x eager). Its compiled step is now mostly oneDNN's convolutions, the same
+calls as eager, then Inductor's max-pool backward (`scatter_reduce_` and the pooling kernels).
+The fastest CPU step is still eager with channels-last and fused Adam: what `speed=cpu`
+selects. `model.compile` is there for GPUs (Triton) and for nets where it measures faster.""",
     "cuda": """`nn.LSTM` runs cuDNN's fused RNN layer. On the GPU Inductor writes Triton
 kernels; at batch 32 a train step is a few dozen small kernels, so launch overhead weighs, which
 `reduce-overhead` (CUDA graphs: the step's kernels replayed as one graph) removes. The kernel
 tables list GPU time per kernel.""",
 }
-
-
-def relu_mask() -> str:
-    """ReLU's backward mask (bools) for SeedCNN's first block, eager vs compiled: the kernel the
-    CPU profile points at."""
-    x = torch.randn(32, 32, 26, 26, device=DEVICE)
-    mask = lambda x: F.relu(x) <= 0  # noqa: E731
-    measured = median_ms({"eager": mask, "compiled": torch.compile(mask)}, [x] * 40)
-    (eager, _), (compiled, _) = measured.values()
-    return (
-        f"ReLU's mask for the first block alone (32x32x26x26 values to bools): eager "
-        f"{eager:.3f} ms, compiled {compiled:.3f} ms."
-    )
 
 
 def recompiles(lengths: int = 20) -> int:
@@ -294,7 +302,6 @@ def main() -> dict:
     small, ours, torchs = recurrent_layers(64, 200, 64)
     layers = small + "\n" + recurrent_layers(256, 100, 256)[0]
     new_graphs = recompiles()
-    mask = relu_mask()
     lstm = ratios[("seed_rnn", "compiled cells (masked)")]
     mlp = ratios[("mlp_relu", "compile")]
     verdicts = (
@@ -309,8 +316,6 @@ def main() -> dict:
 Where the time goes in SeedCNN's fastest compiled train step ({fastest}):
 
 {cnn_profile}
-
-{mask}
 
 One LSTM layer, forward + backward, ms (median):
 

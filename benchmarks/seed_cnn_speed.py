@@ -23,7 +23,11 @@ import litlab
 EPOCHS = 2
 DEVICE = "gpu" if torch.cuda.is_available() else "cpu"
 RUNS = {
-    "cpu": {"litlab-train eager": [], "litlab-train speed=cpu": ["speed=cpu"]},
+    "cpu": {
+        "litlab-train eager": [],
+        "litlab-train model.compile=default": ["model.compile=default"],
+        "litlab-train speed=cpu": ["speed=cpu"],
+    },
     "gpu": {
         "litlab-train trainer=gpu (eager)": ["trainer=gpu"],
         "litlab-train speed=gpu": ["speed=gpu"],

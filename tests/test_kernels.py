@@ -239,3 +239,33 @@ def test_bf16_clips_the_gradients_of_a_fused_optimizer(tmp_path):
     )
     trainer.fit(model, DataLoader(data, batch_size=16))
     assert len(norms.norms) == 3 and max(norms.norms) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_a_compiled_run_resumed_from_an_eager_checkpoint_keeps_tensor_learning_rates(tmp_path):
+    def fit(compile, epochs, ckpt_path=None):
+        torch.manual_seed(0)
+        model = Classifier(
+            net=MLP(hidden=(8,)),
+            optimizer=partial(torch.optim.SGD, lr=0.1),
+            scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5),
+            compile=compile,
+        )
+        data = TensorDataset(torch.rand(32, 1, 28, 28), torch.randint(10, (32,)))
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            default_root_dir=tmp_path,
+            logger=False,
+            enable_progress_bar=False,
+            limit_val_batches=0,
+        )
+        trainer.fit(model, DataLoader(data, batch_size=16), ckpt_path=ckpt_path)
+        return trainer
+
+    eager = fit(False, 1)
+    checkpoint = tmp_path / "eager.ckpt"
+    eager.save_checkpoint(checkpoint)
+    assert isinstance(eager.optimizers[0].param_groups[0]["lr"], float)
+    resumed = fit("default", 4, checkpoint)  # three epochs, three learning rates
+    lr = resumed.optimizers[0].param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor), "a float rate recompiles the update when it changes"
+    assert lr.item() == pytest.approx(0.1 / 2**4)  # the scheduler filled it in place

@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 
 
 def fastest_cpu_precision() -> str:
-    """bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX): about twice as
-    fast for convolutions there; elsewhere bf16 is emulated and slower than fp32."""
+    """bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX), where it
+    measured faster; elsewhere bf16 is emulated and slower than fp32."""
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return "bf16-mixed" if native else "32-true"
 

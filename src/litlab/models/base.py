@@ -28,16 +28,24 @@ def compile_options(compile) -> dict | None:
     return options
 
 
+def tensor_learning_rates(optimizer: torch.optim.Optimizer) -> None:
+    """Hold the learning rates as tensors: a compiled update then reads a new rate instead of
+    recompiling for it (schedulers fill such tensors in place)."""
+    for group in optimizer.param_groups:
+        group["lr"] = torch.as_tensor(group["lr"])
+
+
 def compile_update(optimizer: torch.optim.Optimizer) -> None:
     """Compile `optimizer`'s update into one graph (Inductor's C++ on CPU, Triton on GPU).
 
-    Its learning rates become tensors, so a scheduler changing them does not recompile the
-    update. Lightning passes `step` a closure (forward and backward), which runs first, eagerly.
-    Call it before a scheduler wraps the optimizer's `step`.
+    Its learning rates become tensors (`tensor_learning_rates`). Lightning passes `step` a
+    closure (forward and backward), which runs first, eagerly. Call it before a scheduler wraps
+    the optimizer's `step`.
     """
-    for group in optimizer.param_groups:
-        group["lr"] = torch.as_tensor(group["lr"])
-    update = torch.compile(optimizer.step)
+    tensor_learning_rates(optimizer)
+    # Traced with its profiler record (which Dynamo would otherwise drop, with a warning)
+    capture_record = torch._dynamo.config.patch(capture_profiler_record_function=True)
+    update = capture_record(torch.compile(optimizer.step))
 
     def step(self, closure=None):
         loss = None
@@ -123,6 +131,9 @@ class LitModule(L.LightningModule):
             metric.reset()
 
     def on_train_start(self) -> None:
+        if self.compiles_update():  # an eager run's checkpoint restored float learning rates
+            for optimizer in self.trainer.optimizers:
+                tensor_learning_rates(optimizer)
         if self.trainer.ckpt_path is None:  # resumed: keep the best the checkpoint holds
             self.val_best.reset()  # forget a `validate` before `fit`
 
