@@ -261,11 +261,13 @@ than the compiled cells spend around them (a call per product and per chunk, and
 `cat` to assemble the steps, in the profile). Cells whose products go through ATen cannot
 reach oneDNN on this CPU; that would take the whole recurrence in one kernel. The seed CNN
 max-pools before its ReLU (the same function), so no kernel stores ReLU's backward mask as
-bools, a store Inductor's vectorized C++ does many times slower than ATen (which had the
-compiled step at 0.61x eager). Its compiled step is now mostly oneDNN's convolutions, the same
-calls as eager, then Inductor's max-pool backward (`scatter_reduce_` and the pooling kernels).
-The fastest CPU step is still eager with channels-last and fused Adam: what `speed=cpu`
-selects. `model.compile` is there for GPUs (Triton) and for nets where it measures faster.""",
+bools, a store Inductor's vectorized C++ does many times slower than ATen; and a CPU compile
+leaves max-pooling, forward and backward, to ATen's kernels (`litlab.kernels.pooling`), which
+ran faster than Inductor's. With neither change the compiled step ran at 0.61x eager, with the
+first alone at 1.24x. What is left is mostly oneDNN's convolutions, the same calls as eager.
+The fastest CPU step is still eager with channels-last and fused Adam (and bf16 autocast on a
+CPU that computes it natively): what `speed=cpu` selects. `model.compile` is there for GPUs
+(Triton) and for nets where it measures faster.""",
     "cuda": """`nn.LSTM` runs cuDNN's fused RNN layer. On the GPU Inductor writes Triton
 kernels; at batch 32 a train step is a few dozen small kernels, so launch overhead weighs, which
 `reduce-overhead` (CUDA graphs: the step's kernels replayed as one graph) removes. The kernel

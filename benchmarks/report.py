@@ -68,13 +68,10 @@ def write_section(name: str, title: str, body: str) -> None:
     """Replace (or append) the section `name` of docs/benchmarks.md: a script's name, with
     `_gpu` appended for its run on a GPU (by benchmarks/gpu.sh)."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    command = f"`make bench` (or `python benchmarks/{name}.py`)"
-    if name.endswith("_gpu"):
-        command = (
-            "`bash benchmarks/gpu.sh`"
-            if name == "compile_gpu"
-            else "`bash benchmarks/gpu.sh --all`"
-        )
+    command = {
+        "compile_gpu": "`bash benchmarks/gpu.sh`",
+        "seed_cnn_speed_gpu": "`bash benchmarks/gpu.sh --all`",
+    }.get(name, f"`make bench` (or `python benchmarks/{name}.py`)")
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"
         f"Measured {stamp} on {machine()}.  \n"

@@ -9,12 +9,14 @@ import torch
 from conftest import compose, read_summary, run_cli
 from hydra.utils import instantiate
 from omegaconf import open_dict
+from torch import nn
 from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader, TensorDataset
 
 import litlab
 from litlab.checkpoints import load_checkpoint
 from litlab.export import exportable
+from litlab.kernels import MaxPool2d
 from litlab.models import Classifier
 from litlab.models.base import compile_update
 from litlab.nets import MLP, RecurrentClassifier, SeedCNN
@@ -269,3 +271,24 @@ def test_a_compiled_run_resumed_from_an_eager_checkpoint_keeps_tensor_learning_r
     lr = resumed.optimizers[0].param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor), "a float rate recompiles the update when it changes"
     assert lr.item() == pytest.approx(0.1 / 2**4)  # the scheduler filled it in place
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_a_cpu_compile_pools_through_aten_with_eager_gradients(memory_format):
+    pool, graphs = MaxPool2d(2), []
+
+    def backend(graph, inputs):  # records what Dynamo hands the compiler, then runs eagerly
+        graphs.append(graph.code)
+        return graph.forward
+
+    x = torch.randn(4, 8, 11, 11).round(decimals=1)  # ties in windows, as a blank image has
+    x = x.contiguous(memory_format=memory_format)
+    outputs = []
+    for run in (torch.compile(pool, backend=backend), torch.compile(pool), nn.MaxPool2d(2)):
+        leaf = x.clone().requires_grad_()
+        out = run(leaf)
+        out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out))
+        outputs.append((out, leaf.grad))
+    assert "litlab.max_pool2d" in graphs[0]
+    for out, grad in outputs[:2]:
+        assert torch.equal(out, outputs[2][0]) and torch.equal(grad, outputs[2][1])

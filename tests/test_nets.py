@@ -34,11 +34,8 @@ def test_pooling_before_relu_is_the_articles_conv_relu_pool():
             article_order.insert(-1, module)
         else:
             article_order.append(module)
-    assert [type(m) for m in article_order[:3]] == [
-        torch.nn.Conv2d,
-        torch.nn.ReLU,
-        torch.nn.MaxPool2d,
-    ]
+    kinds = (torch.nn.Conv2d, torch.nn.ReLU, torch.nn.MaxPool2d)
+    assert all(map(isinstance, article_order[:3], kinds))
     reference = torch.nn.Sequential(*article_order, net.head)
     x = torch.randn(8, 1, 28, 28)
     gradients = []

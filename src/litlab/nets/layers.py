@@ -2,8 +2,10 @@
 
 from torch import nn
 
+from litlab.kernels import MaxPool2d
+
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
-POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d}
 
 
 def activation(name: str) -> nn.Module:
