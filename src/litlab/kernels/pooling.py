@@ -52,12 +52,11 @@ max_pool2d.register_autograd(_backward, setup_context=_save)
 class MaxPool2d(nn.MaxPool2d):
     """`nn.MaxPool2d(size)` whose CPU compile calls ATen's kernels (see the module's note)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int):  # square windows, stride `size`: what the op computes
         super().__init__(size)
-        self.size = size
 
     def forward(self, x: Tensor) -> Tensor:
         to_aten = x.device.type == "cpu" and not torch.compiler.is_exporting()
         if torch.compiler.is_compiling() and to_aten:
-            return max_pool2d(x, self.size)[0]
+            return max_pool2d(x, self.kernel_size)[0]
         return super().forward(x)
