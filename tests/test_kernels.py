@@ -24,7 +24,7 @@ from litlab.resolvers import fastest_cpu_precision
 from litlab.tasks import load_model
 
 CHUNK = 4  # short chunks compile fast
-NO_GPU = "no CUDA GPU here; benchmarks/gpu.sh runs the GPU cases on one"
+NO_GPU = "no CUDA GPU here; bash benchmarks/gpu.sh --all runs the GPU cases on one"
 
 
 @pytest.fixture(
@@ -158,14 +158,14 @@ def test_compiling_compiles_the_optimizer_update_unless_it_is_fused(compile, fus
     assert isinstance(model.configure_optimizers().param_groups[0]["lr"], torch.Tensor) is compiled
 
 
-def test_the_compiled_update_equals_eager_and_a_scheduler_does_not_recompile_it():
+def test_the_compiled_update_equals_eager_and_a_scheduler_does_not_recompile_it(device):
     torch.manual_seed(0)
-    nets = [MLP(hidden=(16,)), MLP(hidden=(16,))]
+    nets = [MLP(hidden=(16,)).to(device), MLP(hidden=(16,)).to(device)]
     nets[1].load_state_dict(nets[0].state_dict())
     optimizers = [torch.optim.Adam(net.parameters(), lr=0.01) for net in nets]
     compile_update(optimizers[1])
     schedulers = [torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5) for o in optimizers]
-    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    x, y = torch.rand(8, 1, 28, 28, device=device), torch.randint(0, 10, (8,), device=device)
     counters.clear()
 
     def backward(net):  # what Lightning's closure does: forward, backward, the loss
