@@ -263,8 +263,8 @@ reach oneDNN on this CPU; that would take the whole recurrence in one kernel. Th
 max-pools before its ReLU (the same function), so no kernel stores ReLU's backward mask as
 bools, a store Inductor's vectorized C++ does many times slower than ATen; and a CPU compile
 leaves max-pooling, forward and backward, to ATen's kernels (`litlab.kernels.pooling`), which
-ran faster than Inductor's. With neither change the compiled step ran at 0.61x eager, with the
-first alone at 1.24x. What is left is mostly oneDNN's convolutions, the same calls as eager.
+ran faster than Inductor's. What is left is mostly oneDNN's convolutions, the same calls as
+eager.
 The fastest CPU step is still eager with channels-last and fused Adam (and bf16 autocast on a
 CPU that computes it natively): what `speed=cpu` selects. `model.compile` is there for GPUs
 (Triton) and for nets where it measures faster.""",
