@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The compile benchmarks on a GPU: the "compile_gpu" section of docs/benchmarks.md, which names
-# the card (compile.py took 3.9 minutes on one H200). With --all, first the numerics tests' CUDA
-# cases and after it the seed CNN's training runs ("seed_cnn_speed_gpu"): 2.8 minutes more there.
+# the card and says how long compile.py ran. With --all, first the numerics tests' CUDA cases and
+# after it the seed CNN's training runs ("seed_cnn_speed_gpu"), minutes more.
 # Needs torch with CUDA and the MNIST and bbc_news data: `make data && bash benchmarks/gpu.sh`.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -19,7 +19,7 @@ from litlab.export import exportable
 from litlab.kernels import MaxPool2d
 from litlab.models import Classifier
 from litlab.models.base import compile_update
-from litlab.nets import MLP, RecurrentClassifier, SeedCNN
+from litlab.nets import MLP, ConvDecoder, ConvEncoder, RecurrentClassifier, SeedCNN
 from litlab.resolvers import fastest_cpu_precision
 from litlab.tasks import load_model
 
@@ -53,7 +53,7 @@ def twins(cell: str, device="cpu", **kwargs) -> tuple[RecurrentClassifier, Recur
 
 def ragged_batch(device="cpu", batch=5, longest=2 * CHUNK + 3):
     torch.manual_seed(1)
-    lengths = torch.tensor([longest, 1, CHUNK, CHUNK + 1, 7][:batch])
+    lengths = torch.tensor([longest, 1, CHUNK, CHUNK + 1, 7][:batch]).clamp(max=longest)
     tokens = torch.randint(1, 50, (batch, longest)) * (torch.arange(longest) < lengths[:, None])
     return tokens.to(device), lengths  # lengths stay on the CPU, as the datamodules give them
 
@@ -70,8 +70,10 @@ def ragged_batch(device="cpu", batch=5, longest=2 * CHUNK + 3):
     ],
 )
 def test_compiled_cells_match_torch_forward_and_gradients(cell, kwargs, device):
-    eager, compiled = twins(cell, device, **kwargs)
-    batch = ragged_batch(device)
+    assert_same_outputs_and_gradients(*twins(cell, device, **kwargs), ragged_batch(device))
+
+
+def assert_same_outputs_and_gradients(eager, compiled, batch):
     out_eager, out_compiled = eager(batch), compiled(batch)
     torch.testing.assert_close(out_compiled, out_eager, rtol=1e-5, atol=1e-6)
     out_eager.square().sum().backward()
@@ -79,6 +81,32 @@ def test_compiled_cells_match_torch_forward_and_gradients(cell, kwargs, device):
     grads = dict(compiled.named_parameters())
     for name, parameter in eager.named_parameters():
         torch.testing.assert_close(grads[name].grad, parameter.grad, rtol=1e-5, atol=1e-6)
+        parameter.grad = grads[name].grad = None
+
+
+def test_a_compiled_recurrent_net_runs_its_chunks_in_its_mode_and_equals_torch_cells(device):
+    """On a GPU `reduce-overhead` replays each chunk as a CUDA graph (a CPU compiles it plainly)."""
+    eager, compiled = twins("lstm", device, keras_compatible=True, num_layers=2)
+    compiled.compile(mode="reduce-overhead")
+    assert [layer.mode for layer in compiled.layers] == ["reduce-overhead"] * 2
+    for longest in (2 * CHUNK + 3, CHUNK + 1, 2 * CHUNK + 3):  # graphs recorded, then replayed
+        assert_same_outputs_and_gradients(eager, compiled, ragged_batch(device, longest=longest))
+
+
+def test_a_recurrent_net_refuses_fullgraph_with_one_clear_error(tmp_path):
+    result = run_cli(
+        "litlab-train",
+        "experiment=seed_rnn",
+        "model.compile={fullgraph:true}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: model.compile.fullgraph=true cannot hold for a recurrent net")
+    )
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_compiled_cells_state_dict_matches_torch_names():
@@ -96,6 +124,7 @@ def test_padding_does_not_leak_through_compiled_cells(device):
 
 
 def test_chunk_compiles_without_graph_breaks_and_once_for_all_lengths(device):
+    """The chunks compile with fullgraph=True: a graph break in one would raise here."""
     _, net = twins("lstm", device, keras_compatible=True)
     torch.manual_seed(2)
     net((torch.randint(1, 50, (4, 9), device=device), torch.tensor([9, 3, 5, 1])))  # warm-up
@@ -104,17 +133,28 @@ def test_chunk_compiles_without_graph_breaks_and_once_for_all_lengths(device):
         tokens = torch.randint(1, 50, (4, length), device=device)
         net((tokens, torch.tensor([length, max(1, length // 2), 1, length]))).sum().backward()
     assert counters["stats"]["unique_graphs"] == 0, "a new sequence length recompiled"
-    assert not counters["graph_break"]  # and the chunks compile with fullgraph=True
 
 
-@pytest.mark.parametrize("net", [MLP(hidden=(32,)), SeedCNN()], ids=["mlp", "seed_cnn"])
-def test_compiled_nets_equal_eager_nets(net, device):
+IMAGES, CODES = (8, 1, 28, 28), (8, 20)
+
+
+@pytest.mark.parametrize(
+    "net, shape",
+    [
+        (MLP(hidden=(32,)), IMAGES),
+        (SeedCNN(), IMAGES),
+        (ConvEncoder(out_features=40), IMAGES),
+        (ConvDecoder(latent_dim=20), CODES),
+    ],
+    ids=["mlp", "seed_cnn", "conv_encoder", "conv_decoder"],
+)
+def test_compiled_nets_equal_eager_nets(net, shape, device):
     net = copy.deepcopy(net).to(device)
-    x = torch.rand(8, 1, 28, 28, device=device)
+    x = torch.rand(shape, device=device)
     compiled = copy.deepcopy(net).to(memory_format=torch.channels_last)
     compiled.compile()
     out_eager = net(x)
-    out_compiled = compiled(x.contiguous(memory_format=torch.channels_last))
+    out_compiled = compiled(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x)
     torch.testing.assert_close(out_compiled, out_eager, rtol=1e-5, atol=1e-5)
     out_eager.square().sum().backward()
     out_compiled.square().sum().backward()

@@ -5,10 +5,13 @@ projection of every time step is one matrix product outside the recurrence, and 
 recurrence runs in chunks of `chunk` unrolled steps, each chunk one graph that
 `torch.compile` fuses (gates and state update in one kernel per step, C++ on CPU, Triton on
 GPU). The chunk has a fixed length, so a new sequence length only changes how many chunks
-run: no recompilation per length, and no graph break inside a chunk (`fullgraph=True`).
+run: no recompilation per length, and no graph break inside a chunk (`fullgraph=True`). Its
+shapes are static too, so on a GPU `reduce-overhead` replays each chunk as one CUDA graph.
 Lengths are handled by masking: past its last real step a sequence's state stays as it was,
 so padding never leaks, as with packed sequences.
 """
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -61,10 +64,13 @@ def _gru_chunk(*tensors):
 
 # The torch layers these stand in for, whose parameters they hold.
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-CHUNKS = {
-    cell: torch.compile(chunk, fullgraph=True)
-    for cell, chunk in (("rnn", _rnn_chunk), ("lstm", _lstm_chunk), ("gru", _gru_chunk))
-}
+CHUNKS = {"rnn": _rnn_chunk, "lstm": _lstm_chunk, "gru": _gru_chunk}
+
+
+@functools.cache
+def compiled_chunk(cell: str, mode: str | None = None):
+    """`cell`'s chunk as one graph, compiled in `mode` ("reduce-overhead": a CUDA graph)."""
+    return torch.compile(CHUNKS[cell], fullgraph=True, mode=mode)
 
 
 def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -98,6 +104,7 @@ class CompiledRecurrent(nn.Module):
             raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(CHUNKS)}")
         self.cell, self.hidden_size, self.bias_column = cell, hidden_size, bias_column
         self.chunk = chunk  # steps per compiled graph: longer compiles slower, shorter runs slower
+        self.mode = None  # the chunks' torch.compile mode (`RecurrentClassifier.compile` sets it)
         reference = CELLS[cell](input_size, hidden_size, bias=bias, bidirectional=bidirectional)
         for name, parameter in reference.named_parameters():
             self.register_parameter(name, parameter)
@@ -133,7 +140,7 @@ class CompiledRecurrent(nn.Module):
         keep = F.pad(keep, (0, 0, 0, 0, 0, padded))
         # requires_grad as every later chunk's state: the first chunk needs no graph of its own
         h, c = x.new_zeros(2, batch, self.hidden_size).requires_grad_(gx.requires_grad)
-        run_chunk = CHUNKS[self.cell]
+        run_chunk = compiled_chunk(self.cell, self.mode)
         outputs = []
         for parts in zip(gx.split(self.chunk), keep.split(self.chunk), strict=True):
             out, h, c = run_chunk(*parts, h, c, w_hh.t(), b_hh)

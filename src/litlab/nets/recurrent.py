@@ -2,6 +2,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from litlab.errors import LitlabError
 from litlab.kernels import CompiledRecurrent
 from litlab.kernels.recurrent import CELLS
 
@@ -87,6 +88,22 @@ class RecurrentClassifier(nn.Module):
                         nn.init.orthogonal_(block)
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    def compile(self, *, mode: str | None = None, fullgraph: bool = False, **options) -> None:
+        """Compile in place, as `nn.Module.compile`, with the compiled cells' chunks in `mode`
+        too. The recurrence stays out of the net's graph (torch's cells run packed sequences;
+        compiled cells run graphs of their own, one per chunk of steps, whatever the length),
+        so the net cannot compile as one full graph."""
+        if fullgraph:
+            raise LitlabError(
+                "model.compile.fullgraph=true cannot hold for a recurrent net: its recurrence "
+                "runs outside the net's graph (compiled cells compile each chunk of steps as "
+                "one full graph already); set model.compile.fullgraph=false"
+            )
+        for layer in self.layers:
+            if isinstance(layer, CompiledRecurrent):
+                layer.mode = mode
+        super().compile(mode=mode, **options)
 
     def forward(self, batch) -> torch.Tensor:
         tokens, lengths = batch
