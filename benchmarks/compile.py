@@ -355,11 +355,12 @@ After warm-up, 20 random sequence lengths (1-400) compiled {new_graphs} new grap
 
 {goals}: {verdicts}
 
-*Reading the tables.* "first step" is the first call with compilation, caches off. The
-compile rows compile Adam's update too, as `model.compile` does (unless the optimizer config
-sets `fused: true`). litlab's compiled cells run the input projection of all steps as one
-matrix product and the recurrence in chunks of 16 unrolled steps, one Inductor graph per chunk
-(gate arithmetic fused). {READING[DEVICE.type]}
+*Reading the tables.* "first step" is the first call with compilation, caches off (a row
+whose net compiles to an earlier row's graph reuses it). The compile rows compile Adam's
+update too, as `model.compile` does (unless the optimizer config sets `fused: true`).
+litlab's compiled cells run the input projection of all steps as one matrix product and the
+recurrence in chunks of 16 unrolled steps, one Inductor graph per chunk (gate arithmetic fused).
+{READING[DEVICE.type]}
 
 The whole script ran {(time.perf_counter() - start) / 60:.1f} minutes."""
     name = "compile" if DEVICE.type == "cpu" else "compile_gpu"
