@@ -1,6 +1,7 @@
 """The compiled recurrent path equals torch's cells; compiled nets equal eager ones."""
 
 import copy
+import re
 from functools import partial
 
 import lightning.pytorch as L
@@ -11,12 +12,14 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import nn
 from torch._dynamo.utils import counters
+from torch._inductor.utils import run_and_get_code
 from torch.utils.data import DataLoader, TensorDataset
 
 import litlab
 from litlab.checkpoints import load_checkpoint
 from litlab.export import exportable
 from litlab.kernels import MaxPool2d
+from litlab.kernels.recurrent import compiled_chunk
 from litlab.models import Classifier
 from litlab.models.base import compile_update
 from litlab.nets import MLP, ConvDecoder, ConvEncoder, RecurrentClassifier, SeedCNN
@@ -107,6 +110,21 @@ def test_a_recurrent_net_refuses_fullgraph_with_one_clear_error(tmp_path):
         .startswith("error: model.compile.fullgraph=true cannot hold for a recurrent net")
     )
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("cell, gates", [("lstm", 4), ("gru", 3), ("rnn", 1)])
+def test_each_step_of_a_chunk_is_one_product_and_one_fused_kernel(cell, gates):
+    """On CPU: Inductor's C++ fuses a step's gates, state update and length mask into one kernel."""
+    batch, hidden = 3, 5
+    gx = torch.randn(CHUNK, batch, gates * hidden)
+    keep = torch.ones(CHUNK, batch, 1, dtype=torch.bool)
+    h, c = torch.randn(2, batch, hidden)
+    w_hh_t, b_hh = torch.randn(hidden, gates * hidden), torch.randn(gates * hidden)
+    with torch.no_grad():
+        _, code = run_and_get_code(compiled_chunk(cell), gx, keep, h, c, w_hh_t, b_hh)
+    wrapper = "\n".join(code)
+    assert len(set(re.findall(r"cpp_fused_\w+", wrapper))) == CHUNK
+    assert len(re.findall(r"extern_kernels\.(?:add)?mm\(", wrapper)) == CHUNK
 
 
 def test_compiled_cells_state_dict_matches_torch_names():
