@@ -177,6 +177,31 @@ def test_random_train_window_reads_all_of_a_text_while_eval_reads_its_start(tmp_
     assert len(starts) > 10 and max(starts) <= 42
 
 
+def test_batches_pad_to_a_multiple_without_changing_the_logits(tmp_path):
+    torch.manual_seed(0)
+    seqs = [torch.randint(1, 50, (n,)) for n in (3, 11, 7)]
+    labels = torch.zeros(3, dtype=torch.int64)
+    (tokens, lengths), _ = TokenizedTexts(seqs, labels).__getitems__([0, 1, 2])
+    (padded, same_lengths), _ = TokenizedTexts(seqs, labels, pad_to_multiple_of=8).__getitems__(
+        [0, 1, 2]
+    )
+    assert padded.shape == (3, 16) and not padded[:, 11:].any()
+    assert torch.equal(padded[:, :11], tokens) and torch.equal(same_lengths, lengths)
+    for cell_impl in ("torch", "compiled"):
+        torch.manual_seed(0)
+        net = RecurrentClassifier(vocab_size=50, num_classes=3, cell_impl=cell_impl, chunk=4).eval()
+        torch.testing.assert_close(net((padded, lengths)), net((tokens, lengths)))
+    dm = TextDataModule(corpus=str(small_corpus(tmp_path)), num_classes=2, pad_to_multiple_of=16)
+    dm.setup()
+    assert {batch[0].tokens.shape[1] for batch in dm.train_dataloader()} == {16}
+
+
+@pytest.mark.parametrize("value", [0, -8, 2.5])
+def test_pad_to_multiple_must_be_a_positive_integer(tmp_path, value):
+    with pytest.raises(LitlabError, match=f"data.pad_to_multiple_of={value!r} must be a positive"):
+        TextDataModule(corpus=str(small_corpus(tmp_path)), pad_to_multiple_of=value)
+
+
 def test_unknown_train_window(tmp_path):
     with pytest.raises(
         LitlabError, match="data.train_window='middle' is not one of: first, random"

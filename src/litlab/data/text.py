@@ -1,9 +1,10 @@
 """Text classification data: any corpus, a word-level tokenizer fitted on train, bucketed batches.
 
 A batch is `(PaddedTokens(tokens [B, T], lengths [B]), labels [B])`, padded only to its longest
-sequence. The bucketing batch sampler groups sequences of similar length, so little compute is
-spent on padding, and takes its indices from an ordinary sampler that Lightning can swap for a
-`DistributedSampler` under DDP.
+sequence (or up to a multiple of `pad_to_multiple_of`: fewer distinct shapes, each a CUDA
+graph under `reduce-overhead`). The bucketing batch sampler groups sequences of similar length,
+so little compute is spent on padding, and takes its indices from an ordinary sampler that
+Lightning can swap for a `DistributedSampler` under DDP.
 """
 
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
@@ -65,12 +67,18 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int | None) -> l
 
 class TokenizedTexts(Dataset):
     """Token sequences and labels. With `window`, a longer sequence is read through a window of
-    that many tokens at a random place, drawn anew each time (an augmentation for training)."""
+    that many tokens at a random place, drawn anew each time (an augmentation for training).
+    A batch is padded to its longest sequence, rounded up to a multiple of `pad_to_multiple_of`."""
 
     def __init__(
-        self, sequences: list[torch.Tensor], labels: torch.Tensor, window: int | None = None
+        self,
+        sequences: list[torch.Tensor],
+        labels: torch.Tensor,
+        window: int | None = None,
+        pad_to_multiple_of: int = 1,
     ):
         self.sequences, self.labels, self.window = sequences, labels, window
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.lengths = torch.tensor(
             [min(len(s), window or len(s)) for s in sequences], dtype=torch.int64
         )
@@ -88,6 +96,7 @@ class TokenizedTexts(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[PaddedTokens, torch.Tensor]:
         tokens = pad_sequence([self._read(i) for i in indices], batch_first=True)
+        tokens = F.pad(tokens, (0, -tokens.shape[1] % self.pad_to_multiple_of))  # 0 = [PAD]
         index = torch.as_tensor(indices)
         return PaddedTokens(tokens, self.lengths[index]), self.labels[index]
 
@@ -178,6 +187,7 @@ class TextDataModule(SplitDataModule):
         train_window: str = "first",
         bucketing: bool = True,
         pool_batches: int = 50,
+        pad_to_multiple_of: int = 1,
         tokenizer_dir: str | None = None,
         num_workers: int = 0,
     ):
@@ -188,6 +198,11 @@ class TextDataModule(SplitDataModule):
                 raise LitlabError(f"data.{name}={fraction} must be in [0, 1)")
         if val_fraction + test_fraction >= 1:
             raise LitlabError("data.val_fraction + data.test_fraction must leave data to train on")
+        if not (isinstance(pad_to_multiple_of, int) and pad_to_multiple_of >= 1):
+            raise LitlabError(
+                f"data.pad_to_multiple_of={pad_to_multiple_of!r} must be a positive integer "
+                "(1 pads each batch only to its longest sequence)"
+            )
         if train_window not in ("first", "random"):
             raise LitlabError(f"data.train_window={train_window!r} is not one of: first, random")
         self.splits: dict[str, TokenizedTexts] = {}
@@ -309,6 +324,7 @@ class TextDataModule(SplitDataModule):
                 encode(self.tokenizer, [t for t, _ in records], None if window else hp.max_len),
                 torch.tensor([label_ids[y] for _, y in records], dtype=torch.int64),
                 window,
+                hp.pad_to_multiple_of,
             )
 
     def save_vocabulary(self, directory: Path) -> None:
