@@ -184,8 +184,10 @@ def train_steps() -> tuple[str, dict, float, dict]:
     return table, ratios, max(firsts), inputs_of
 
 
-def recurrent_layers(batch: int, steps: int, hidden: int) -> str:
-    """Forward + backward of one LSTM layer: nn.LSTM padded (oneDNN), packed, and compiled."""
+def recurrent_layers(batch: int, steps: int, hidden: int) -> tuple:
+    """Forward + backward of one LSTM layer: nn.LSTM padded (oneDNN), packed, and compiled.
+    Returns the table row, the compiled layer's first call in seconds, and (to profile) the
+    compiled and packed calls with their inputs."""
     torch.manual_seed(0)
     reference = torch.nn.LSTM(hidden, hidden, batch_first=True).to(DEVICE)
     compiled = CompiledRecurrent("lstm", hidden, hidden).to(DEVICE)
@@ -226,7 +228,7 @@ def recurrent_layers(batch: int, steps: int, hidden: int) -> str:
         f"| ({batch}, {steps}, {hidden}) | {base:.2f} | {pack:.2f} | {mine:.2f} | "
         f"{base / mine:.2f}x | {pack / mine:.2f}x | {first:.1f} | {floor:.2f} |"
     )
-    return row, first, profile(ours, inputs), profile(packed, inputs)
+    return row, first, ours, packed, inputs
 
 
 def named_kernels(experiment: str, variant: str, inputs):
@@ -236,7 +238,7 @@ def named_kernels(experiment: str, variant: str, inputs):
     with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}):
         step = train_step(train_config(f"experiment={experiment}"), **VARIANTS[experiment][variant])
         step(inputs[0])  # compiles under the patch
-    return step, inputs
+    return step
 
 
 def profile(fn, inputs, rows: int = 6) -> str:
@@ -315,9 +317,11 @@ def main() -> dict:
         for (e, n), v in ratios.items()
         if e == "seed_cnn" and "compile" in n and "bf16" not in n
     )
-    cnn_profile = profile(*named_kernels("seed_cnn", fastest, inputs["seed_cnn"]))
-    small, small_first, ours, torchs = recurrent_layers(64, 200, 64)
-    large, large_first, *_ = recurrent_layers(256, 100, 256)
+    cnn_inputs = inputs["seed_cnn"]
+    cnn_profile = profile(named_kernels("seed_cnn", fastest, cnn_inputs), cnn_inputs)
+    small, small_first, ours, packed, layer_inputs = recurrent_layers(64, 200, 64)
+    ours_profile, torch_profile = profile(ours, layer_inputs), profile(packed, layer_inputs)
+    large, large_first, *_ = recurrent_layers(256, 100, 256)  # timed, not profiled
     layers = small + "\n" + large
     compile_s = max(longest_step_compile, small_first, large_first)
     new_graphs = recompiles()
@@ -345,11 +349,11 @@ One LSTM layer, forward + backward, ms (median):
 
 Where the time goes at (64, 200, 64), litlab's compiled layer (one call = forward + backward):
 
-{ours}
+{ours_profile}
 
 and `nn.LSTM` on packed sequences:
 
-{torchs}
+{torch_profile}
 
 After warm-up, 20 random sequence lengths (1-400) compiled {new_graphs} new graphs.
 
