@@ -122,7 +122,7 @@ VARIANTS = {
         },
     },
     "seed_rnn": {
-        "torch cells (packed)": {},
+        "torch cells": {},
         "compiled cells (masked)": {"cell_impl": "compiled"},
     },
 }
@@ -152,7 +152,7 @@ if DEVICE.type == "cuda" or fastest_cpu_precision() == "bf16-mixed":
         **fastest,
         "compile": "default",
     }
-    VARIANTS["seed_rnn"]["torch cells (packed) + bf16"] = {"bf16": True}
+    VARIANTS["seed_rnn"]["torch cells + bf16"] = {"bf16": True}
     if DEVICE.type == "cuda":
         VARIANTS["seed_cnn"]["compile reduce-overhead + channels_last + fused Adam + bf16"] = {
             **fastest,
@@ -184,15 +184,16 @@ def train_steps() -> tuple[str, dict, float, dict]:
     return table, ratios, max(firsts), inputs_of
 
 
-def recurrent_layers(batch: int, steps: int, hidden: int) -> tuple:
-    """Forward + backward of one LSTM layer: nn.LSTM padded (oneDNN), packed, and compiled.
+def recurrent_layers(batch: int, steps: int, hidden: int, ragged: bool = False) -> tuple:
+    """Forward + backward of one LSTM layer: nn.LSTM padded (oneDNN), packed, and compiled,
+    over sequences of `steps` steps or, `ragged`, of random lengths up to `steps`.
     Returns the table row, the compiled layer's first call in seconds, and (to profile) the
     compiled and packed calls with their inputs."""
     torch.manual_seed(0)
     reference = torch.nn.LSTM(hidden, hidden, batch_first=True).to(DEVICE)
     compiled = CompiledRecurrent("lstm", hidden, hidden).to(DEVICE)
     compiled.load_state_dict(reference.state_dict())
-    lengths = torch.full((batch,), steps)
+    lengths = torch.randint(1, steps + 1, (batch,)) if ragged else torch.full((batch,), steps)
     inputs = [
         torch.randn(batch, steps, hidden, device=DEVICE, requires_grad=True) for _ in range(14)
     ]
@@ -201,7 +202,7 @@ def recurrent_layers(batch: int, steps: int, hidden: int) -> tuple:
         reference(x)[0].sum().backward()
 
     def packed(x):
-        sequences = pack_padded_sequence(x, lengths, batch_first=True)
+        sequences = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         reference(sequences)[0].data.sum().backward()
 
     def ours(x):
@@ -224,8 +225,9 @@ def recurrent_layers(batch: int, steps: int, hidden: int) -> tuple:
         {"padded": padded, "packed": packed, "ours": ours, "products": products}, inputs
     )
     (base, _), (pack, _), (mine, first), (floor, _) = measured.values()
+    shape = f"({batch}, {steps}, {hidden})" + (f", lengths 1-{steps}" if ragged else "")
     row = (
-        f"| ({batch}, {steps}, {hidden}) | {base:.2f} | {pack:.2f} | {mine:.2f} | "
+        f"| {shape} | {base:.2f} | {pack:.2f} | {mine:.2f} | "
         f"{base / mine:.2f}x | {pack / mine:.2f}x | {first:.1f} | {floor:.2f} |"
     )
     return row, first, ours, packed, inputs
@@ -269,7 +271,11 @@ LAYER_HEADER = (
 
 READING = {
     "cpu": """`nn.LSTM` runs oneDNN's fused RNN layer (one call for all time steps, forward
-and backward), packed or not. The layer table's last column times only the matrix products an
+and backward) over a padded batch, and over packed sequences of equal lengths. Packed
+sequences of unequal lengths (the layer table's last row) leave it for a loop of ATen calls per
+step, several times slower: so litlab's torch cells run a one-directional layer over the padded
+batch, read at each sequence's last real step, and pack only for a bidirectional one. The layer
+table's "its matrix products alone" column times only the matrix products an
 LSTM layer's forward and backward need (the input projection and its two gradients, the
 recurrent weight's gradient, each step's two small products), through ATen: at (256, 100, 256)
 they alone take longer than oneDNN's whole layer, and at (64, 200, 64) they leave less time
@@ -322,7 +328,8 @@ def main() -> dict:
     small, small_first, ours, packed, layer_inputs = recurrent_layers(64, 200, 64)
     ours_profile, torch_profile = profile(ours, layer_inputs), profile(packed, layer_inputs)
     large, large_first, *_ = recurrent_layers(256, 100, 256)  # timed, not profiled
-    layers = small + "\n" + large
+    ragged, *_ = recurrent_layers(64, 200, 64, ragged=True)
+    layers = "\n".join([small, large, ragged])
     compile_s = max(longest_step_compile, small_first, large_first)
     new_graphs = recompiles()
     lstm = ratios[("seed_rnn", "compiled cells (masked)")]

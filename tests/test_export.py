@@ -75,20 +75,6 @@ def test_export_matches_pytorch(runs, fmt, net):
     torch.testing.assert_close(got, expected.detach(), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_the_padded_path_gives_the_packed_logits(cell):
-    torch.manual_seed(0)
-    net = RecurrentClassifier(
-        vocab_size=50, num_classes=3, num_layers=2, cell=cell, keras_compatible=cell != "gru"
-    ).eval()
-    sequences = [torch.randint(1, 50, (n,)) for n in (3, 11, 1, 7)]
-    tokens, lengths = pad_sequence(sequences, batch_first=True), torch.tensor([3, 11, 1, 7])
-    with torch.no_grad():
-        torch.testing.assert_close(
-            PaddedRecurrent(net)(tokens, lengths), net((tokens, lengths)), atol=1e-6, rtol=0
-        )
-
-
 def test_a_bidirectional_net_is_refused():
     with pytest.raises(LitlabError, match="bidirectional"):
         PaddedRecurrent(RecurrentClassifier(vocab_size=20, bidirectional=True))

@@ -50,7 +50,7 @@ def test_the_articles_lstm_has_the_keras_parameter_count():
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_padding_never_changes_the_logits(cell, bidirectional):
+def test_padding_never_changes_the_logits_or_the_gradients(cell, bidirectional):
     torch.manual_seed(0)
     net = RecurrentClassifier(
         vocab_size=50,
@@ -59,13 +59,19 @@ def test_padding_never_changes_the_logits(cell, bidirectional):
         cell=cell,
         bidirectional=bidirectional,
         keras_compatible=cell != "gru",
-    ).eval()
+    )
     seqs = [torch.randint(1, 50, (n,)) for n in (3, 11, 7)]
     batch = TokenizedTexts(seqs, torch.zeros(3, dtype=torch.int64)).__getitems__([0, 1, 2])[0]
     together = net(batch)
+    together.sum().backward()
+    batch_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
     for i, seq in enumerate(seqs):
         alone = net((seq[None], torch.tensor([len(seq)])))
         torch.testing.assert_close(alone[0], together[i], atol=1e-5, rtol=0)
+        alone.sum().backward()  # summed over the sequences: the batch's gradient
+    for batch_grad, p in zip(batch_grads, net.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, batch_grad, atol=1e-5, rtol=1e-5)
 
 
 def test_word_dropout_drops_whole_words_in_training_only():

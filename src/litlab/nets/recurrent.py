@@ -1,4 +1,5 @@
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -12,9 +13,10 @@ CELL_IMPLS = ("torch", "compiled")
 class RecurrentClassifier(nn.Module):
     """Embedding -> stacked recurrent layers -> linear, read at each sequence's last real step.
 
-    Takes `(tokens [B, T], lengths [B])`. Sequences are packed (masked, with compiled cells),
-    so padding never reaches the recurrence: a sequence alone or padded inside a batch of
-    longer ones gives the same logits.
+    Takes `(tokens [B, T], lengths [B])` and reads each sequence's state at its last real
+    step, so a sequence alone or padded inside a batch of longer ones gives the same logits:
+    torch's one-directional layers run over the padded batch (the padding comes after every
+    step that is read), bidirectional ones over packed sequences, compiled cells masked.
     `keras_compatible` gives each gate a single bias, as Keras does (PyTorch's cells carry two,
     b_ih and b_hh): the cells run without bias on inputs extended by a constant 1, whose
     weight column is that bias. It also takes Keras' initializers, which train the article's
@@ -91,9 +93,9 @@ class RecurrentClassifier(nn.Module):
 
     def compile(self, *, mode: str | None = None, fullgraph: bool = False, **options) -> None:
         """Compile in place, as `nn.Module.compile`, with the compiled cells' chunks in `mode`
-        too. The recurrence stays out of the net's graph (torch's cells run packed sequences;
-        compiled cells run graphs of their own, one per chunk of steps, whatever the length),
-        so the net cannot compile as one full graph."""
+        too. The recurrence stays out of the net's graph (the compiler leaves torch's RNN
+        layers to ATen; compiled cells run graphs of their own, one per chunk of steps,
+        whatever the length), so the net cannot compile as one full graph."""
         if fullgraph:
             raise LitlabError(
                 "model.compile.fullgraph=true cannot hold for a recurrent net: its recurrence "
@@ -114,17 +116,26 @@ class RecurrentClassifier(nn.Module):
         for i, layer in enumerate(self.layers):
             if i:
                 x = self.dropout(x)
-            x, last = layer(x, lengths) if self.compiled else self._packed(layer, x, lengths)
+            x, last = layer(x, lengths) if self.compiled else self._torch_layer(layer, x, lengths)
         return self.head(self.dropout(last))
 
-    def _packed(self, layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
-        """One torch layer over packed sequences -> (padded outputs, last states [B, D*H])."""
-        if self.keras_compatible:
-            x = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, state = layer(packed)
-        last = state[0] if isinstance(state, tuple) else state  # [directions, B, H]
-        return pad_packed_sequence(output, batch_first=True)[0], torch.cat(list(last), dim=-1)
+    def _torch_layer(self, layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
+        """One torch layer -> (outputs [B, T, D*H], each sequence's last state [B, D*H])."""
+        if self.keras_compatible:  # the constant-1 input whose weights are the bias
+            x = F.pad(x, (0, 1), value=1.0)
+        if layer.bidirectional:  # the backward direction must start at each sequence's end
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            output, state = layer(packed)
+            last = state[0] if isinstance(state, tuple) else state  # [directions, B, H]
+            output = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])[0]
+            return output, torch.cat(list(last), dim=-1)
+        # In one direction a step sees only the steps before it, so the padding after a
+        # sequence never reaches its outputs up to its last real step, read here. Unpacked,
+        # a CPU runs oneDNN's fused layer; packed sequences of unequal lengths would run a
+        # loop of small ATen calls per step, several times slower (docs/benchmarks.md).
+        output = layer(x)[0]
+        last = (lengths.to(x.device) - 1).view(-1, 1, 1).expand(-1, 1, output.shape[-1])
+        return output, output.gather(1, last).squeeze(1)
 
 
 class LSTMClassifier(RecurrentClassifier):
