@@ -3,9 +3,8 @@ metadata file saying how to feed it (input shapes, normalization, class names, t
 
 Image nets go out as they are: float images [batch, 1, 28, 28], normalized as in training, to
 logits. Recurrent text nets take (tokens [batch, length], lengths [batch]) through
-`PaddedRecurrent`; one-directional ones only, as a bidirectional net runs packed sequences,
-which exporters cannot trace. Every artifact is loaded back in its runtime and checked
-against PyTorch on a batch of another size (and lengths).
+`PaddedRecurrent`, one-directional ones only. Every artifact is loaded back in its runtime and
+checked against PyTorch on a batch of another size (and lengths).
 """
 
 import json
@@ -34,16 +33,18 @@ TOLERANCE = 1e-4
 class PaddedRecurrent(nn.Module):
     """A one-directional `RecurrentClassifier` with `tokens` and `lengths` as two inputs.
 
-    Its layers run over the padded batch, read at each sequence's last real step, which
-    exporters trace; a bidirectional net runs packed sequences, which they cannot.
+    Its layers run over the padded batch and are read at each sequence's last real step,
+    which the exporters trace; how a bidirectional net runs its reverse direction, they do not.
     """
 
     def __init__(self, net: RecurrentClassifier):
         super().__init__()
         if any(layer.bidirectional for layer in net.layers):
             raise LitlabError(
-                "a bidirectional recurrent net cannot be exported: its backward direction "
-                "runs packed sequences; train with model.net.bidirectional=false to export"
+                "a bidirectional recurrent net cannot be exported: the exporters fail on its "
+                "reverse direction (each sequence flipped within its length, through a "
+                "one-directional layer lent its weights); train with "
+                "model.net.bidirectional=false to export"
             )
         self.net = net
 

@@ -80,6 +80,19 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     return x.gather(1, index[..., None].expand_as(x))
 
 
+def over_directions(run, x: torch.Tensor, lengths: torch.Tensor, suffixes) -> tuple:
+    """`run(x, suffix) -> (outputs, last state)` for each direction, side by side. Each runs
+    forward in time, the reverse one ("_reverse") over the sequences flipped within their
+    lengths, its outputs flipped back, so the padding after a sequence is never read."""
+    outputs, lasts = [], []
+    for suffix in suffixes:
+        source = reverse_within_lengths(x, lengths) if suffix else x
+        out, last = run(source, suffix)
+        outputs.append(reverse_within_lengths(out, lengths) if suffix else out)
+        lasts.append(last)
+    return torch.cat(outputs, dim=-1), torch.cat(lasts, dim=-1)
+
+
 class CompiledRecurrent(nn.Module):
     """One layer of `cell` ("rnn" | "lstm" | "gru"), batch first, over padded batches.
 
@@ -114,16 +127,11 @@ class CompiledRecurrent(nn.Module):
         """`x` [B, T, input], `lengths` [B] -> (outputs [B, T, D*H], last state [B, D*H])."""
         lengths = lengths.to(x.device)
         keep = (torch.arange(x.shape[1], device=x.device)[:, None] < lengths).unsqueeze(-1)
-        outputs, lasts = [], []
-        for suffix in self.suffixes:
-            source = reverse_within_lengths(x, lengths) if suffix else x
-            out, last = self._direction(source, keep, suffix)
-            outputs.append(reverse_within_lengths(out, lengths) if suffix else out)
-            lasts.append(last)
-        return torch.cat(outputs, dim=-1), torch.cat(lasts, dim=-1)
+        run = functools.partial(self._direction, keep=keep)
+        return over_directions(run, x, lengths, self.suffixes)
 
     @torch.compiler.disable  # the chunk loop stays in Python: lengths never recompile it
-    def _direction(self, x, keep, suffix: str):
+    def _direction(self, x, suffix: str, keep):
         w_ih = getattr(self, f"weight_ih_l0{suffix}")
         w_hh = getattr(self, f"weight_hh_l0{suffix}")
         x = x.transpose(0, 1)  # time first: the products come out contiguous per step

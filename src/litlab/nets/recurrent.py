@@ -1,11 +1,11 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.func import functional_call
 
 from litlab.errors import LitlabError
 from litlab.kernels import CompiledRecurrent
-from litlab.kernels.recurrent import CELLS
+from litlab.kernels.recurrent import CELLS, over_directions
 
 CELL_IMPLS = ("torch", "compiled")
 
@@ -15,8 +15,9 @@ class RecurrentClassifier(nn.Module):
 
     Takes `(tokens [B, T], lengths [B])` and reads each sequence's state at its last real
     step, so a sequence alone or padded inside a batch of longer ones gives the same logits:
-    torch's one-directional layers run over the padded batch (the padding comes after every
-    step that is read), bidirectional ones over packed sequences, compiled cells masked.
+    torch's layers run over the padded batch, each direction forward in time (the reverse one
+    over each sequence flipped within its length), so the padding comes after every step that
+    is read; compiled cells mask it.
     `keras_compatible` gives each gate a single bias, as Keras does (PyTorch's cells carry two,
     b_ih and b_hh): the cells run without bias on inputs extended by a constant 1, whose
     weight column is that bias. It also takes Keras' initializers, which train the article's
@@ -120,22 +121,31 @@ class RecurrentClassifier(nn.Module):
         return self.head(self.dropout(last))
 
     def _torch_layer(self, layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
-        """One torch layer -> (outputs [B, T, D*H], each sequence's last state [B, D*H])."""
+        """One torch layer over the padded batch -> (outputs [B, T, D*H], last states [B, D*H]).
+
+        Each direction runs forward in time (see `over_directions`) and is read at each
+        sequence's last real step; the padding after it is never read. Unpacked, an LSTM runs
+        oneDNN's fused layer on a CPU, where packed sequences of unequal lengths would run a
+        loop of small ATen calls per step, 2.5-3x slower (docs/benchmarks.md)."""
         if self.keras_compatible:  # the constant-1 input whose weights are the bias
             x = F.pad(x, (0, 1), value=1.0)
-        if layer.bidirectional:  # the backward direction must start at each sequence's end
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            output, state = layer(packed)
-            last = state[0] if isinstance(state, tuple) else state  # [directions, B, H]
-            output = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])[0]
-            return output, torch.cat(list(last), dim=-1)
-        # In one direction a step sees only the steps before it, so the padding after a
-        # sequence never reaches its outputs up to its last real step, read here. Unpacked,
-        # a CPU runs oneDNN's fused layer; packed sequences of unequal lengths would run a
-        # loop of small ATen calls per step, several times slower (docs/benchmarks.md).
-        output = layer(x)[0]
-        last = (lengths.to(x.device) - 1).view(-1, 1, 1).expand(-1, 1, output.shape[-1])
-        return output, output.gather(1, last).squeeze(1)
+        last = (lengths.to(x.device) - 1).view(-1, 1, 1).expand(-1, 1, layer.hidden_size)
+        if not layer.bidirectional:
+            out = layer(x)[0]
+            return out, out.gather(1, last).squeeze(1)
+        # Each direction through a one-directional layer without weights of its own, lent
+        # that direction's weights.
+        one_way = type(layer)(
+            layer.input_size, layer.hidden_size, bias=layer.bias, batch_first=True, device="meta"
+        )
+        names = [name for name, _ in one_way.named_parameters()]
+
+        def run(source, suffix):
+            weights = {name: getattr(layer, name + suffix) for name in names}
+            out = functional_call(one_way, weights, (source,))[0]
+            return out, out.gather(1, last).squeeze(1)
+
+        return over_directions(run, x, lengths, ("", "_reverse"))
 
 
 class LSTMClassifier(RecurrentClassifier):
