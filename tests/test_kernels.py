@@ -1,4 +1,5 @@
-"""The compiled recurrent path equals torch's cells; compiled nets equal eager ones."""
+"""The compiled recurrent path equals torch's cells (and those torch's packed sequences);
+compiled nets equal eager ones."""
 
 import copy
 import re
@@ -13,16 +14,18 @@ from omegaconf import open_dict
 from torch import nn
 from torch._dynamo.utils import counters
 from torch._inductor.utils import run_and_get_code
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils.data import DataLoader, TensorDataset
 
 import litlab
 from litlab.checkpoints import load_checkpoint
 from litlab.export import exportable
 from litlab.kernels import MaxPool2d
-from litlab.kernels.recurrent import compiled_chunk
+from litlab.kernels.recurrent import CELLS, compiled_chunk
 from litlab.models import Classifier
 from litlab.models.base import compile_update
 from litlab.nets import MLP, ConvDecoder, ConvEncoder, RecurrentClassifier, SeedCNN
+from litlab.nets.recurrent import run_padded
 from litlab.resolvers import fastest_cpu_precision
 from litlab.tasks import load_model
 
@@ -74,6 +77,30 @@ def ragged_batch(device="cpu", batch=5, longest=2 * CHUNK + 3):
 )
 def test_compiled_cells_match_torch_forward_and_gradients(cell, kwargs, device):
     assert_same_outputs_and_gradients(*twins(cell, device, **kwargs), ragged_batch(device))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_torch_layers_over_the_padded_batch_equal_packed_sequences(cell, bidirectional, device):
+    """What torch cells run (`run_padded`), against torch's own packed sequences."""
+    torch.manual_seed(0)
+    layer = CELLS[cell](6, 5, batch_first=True, bidirectional=bidirectional).to(device)
+    lengths = torch.tensor([9, 1, 4, 5, 7])
+    x = torch.randn(5, 9, 6, device=device, requires_grad=True)
+    real = (torch.arange(9) < lengths[:, None])[..., None].to(device)  # steps past the end: 0
+    out, last = run_padded(layer, x, lengths)
+    packed_out, state = layer(pack_padded_sequence(x, lengths, True, enforce_sorted=False))
+    expected_out = pad_packed_sequence(packed_out, batch_first=True, total_length=9)[0]
+    expected_last = torch.cat(list(state[0] if cell == "lstm" else state), dim=-1)
+    torch.testing.assert_close(out * real, expected_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(last, expected_last, rtol=1e-5, atol=1e-6)
+    inputs = [x, *layer.parameters()]
+    grads = torch.autograd.grad((out * real).square().sum() + last.square().sum(), inputs)
+    expected = torch.autograd.grad(
+        expected_out.square().sum() + expected_last.square().sum(), inputs
+    )
+    for grad, expected_grad in zip(grads, expected, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
 
 
 def assert_same_outputs_and_gradients(eager, compiled, batch):

@@ -10,6 +10,34 @@ from litlab.kernels.recurrent import CELLS, over_directions
 CELL_IMPLS = ("torch", "compiled")
 
 
+def run_padded(layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tuple:
+    """A one-layer, batch-first torch RNN layer over the padded batch `x` [B, T, input] ->
+    (outputs [B, T, D*H], each sequence's state at its last real step [B, D*H]).
+
+    Each direction runs forward in time (see `over_directions`), so the padding after a
+    sequence is never read. Unpacked, an LSTM runs oneDNN's fused layer on a CPU, where packed
+    sequences of unequal lengths would run a loop of small ATen calls per step, 2.5-3x slower
+    (docs/benchmarks.md).
+    """
+    last = (lengths.to(x.device) - 1).view(-1, 1, 1).expand(-1, 1, layer.hidden_size)
+    if not layer.bidirectional:
+        out = layer(x)[0]
+        return out, out.gather(1, last).squeeze(1)
+    # Each direction through a one-directional layer without weights of its own, lent that
+    # direction's weights.
+    one_way = type(layer)(
+        layer.input_size, layer.hidden_size, bias=layer.bias, batch_first=True, device="meta"
+    )
+    names = [name for name, _ in one_way.named_parameters()]
+
+    def run(source, suffix):
+        weights = {name: getattr(layer, name + suffix) for name in names}
+        out = functional_call(one_way, weights, (source,))[0]
+        return out, out.gather(1, last).squeeze(1)
+
+    return over_directions(run, x, lengths, ("", "_reverse"))
+
+
 class RecurrentClassifier(nn.Module):
     """Embedding -> stacked recurrent layers -> linear, read at each sequence's last real step.
 
@@ -117,35 +145,13 @@ class RecurrentClassifier(nn.Module):
         for i, layer in enumerate(self.layers):
             if i:
                 x = self.dropout(x)
-            x, last = layer(x, lengths) if self.compiled else self._torch_layer(layer, x, lengths)
+            if self.compiled:
+                x, last = layer(x, lengths)
+            else:
+                if self.keras_compatible:  # the constant-1 input whose weights are the bias
+                    x = F.pad(x, (0, 1), value=1.0)
+                x, last = run_padded(layer, x, lengths)
         return self.head(self.dropout(last))
-
-    def _torch_layer(self, layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
-        """One torch layer over the padded batch -> (outputs [B, T, D*H], last states [B, D*H]).
-
-        Each direction runs forward in time (see `over_directions`) and is read at each
-        sequence's last real step; the padding after it is never read. Unpacked, an LSTM runs
-        oneDNN's fused layer on a CPU, where packed sequences of unequal lengths would run a
-        loop of small ATen calls per step, 2.5-3x slower (docs/benchmarks.md)."""
-        if self.keras_compatible:  # the constant-1 input whose weights are the bias
-            x = F.pad(x, (0, 1), value=1.0)
-        last = (lengths.to(x.device) - 1).view(-1, 1, 1).expand(-1, 1, layer.hidden_size)
-        if not layer.bidirectional:
-            out = layer(x)[0]
-            return out, out.gather(1, last).squeeze(1)
-        # Each direction through a one-directional layer without weights of its own, lent
-        # that direction's weights.
-        one_way = type(layer)(
-            layer.input_size, layer.hidden_size, bias=layer.bias, batch_first=True, device="meta"
-        )
-        names = [name for name, _ in one_way.named_parameters()]
-
-        def run(source, suffix):
-            weights = {name: getattr(layer, name + suffix) for name in names}
-            out = functional_call(one_way, weights, (source,))[0]
-            return out, out.gather(1, last).squeeze(1)
-
-        return over_directions(run, x, lengths, ("", "_reverse"))
 
 
 class LSTMClassifier(RecurrentClassifier):
