@@ -287,7 +287,9 @@ recurrent weight's gradient, each step's two small products), through ATen: at (
 they alone take longer than oneDNN's whole layer, and at (64, 200, 64) they leave less time
 than the compiled cells spend around them (a call per product and per chunk, and `copy_` and
 `cat` to assemble the steps, in the profile). Cells whose products go through ATen cannot
-reach oneDNN on this CPU; that would take the whole recurrence in one kernel. The seed CNN
+reach oneDNN on this CPU; that would take the whole recurrence in one kernel. Inductor
+writes its own C++ matrix products (`max-autotune`) only for constant weights, frozen for
+inference, so in a train step the products stay ATen calls in every mode. The seed CNN
 max-pools before its ReLU (the same function), so no kernel stores ReLU's backward mask as
 bools, a store Inductor's vectorized C++ does many times slower than ATen; and a CPU compile
 leaves max-pooling, forward and backward, to ATen's kernels (`litlab.kernels.pooling`), which
