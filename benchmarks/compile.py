@@ -192,7 +192,7 @@ def recurrent_layers(batch: int, steps: int, hidden: int, ragged: bool = False) 
     """Forward + backward of one LSTM layer: nn.LSTM padded (oneDNN), packed, and compiled,
     over sequences of `steps` steps or, `ragged`, of random lengths up to `steps`.
     Returns the table row, the compiled layer's first call in seconds, and (to profile) the
-    compiled and packed calls with their inputs."""
+    compiled and padded calls with their inputs."""
     torch.manual_seed(0)
     reference = torch.nn.LSTM(hidden, hidden, batch_first=True).to(DEVICE)
     compiled = CompiledRecurrent("lstm", hidden, hidden).to(DEVICE)
@@ -234,7 +234,7 @@ def recurrent_layers(batch: int, steps: int, hidden: int, ragged: bool = False) 
         f"| {shape} | {base:.2f} | {pack:.2f} | {mine:.2f} | "
         f"{base / mine:.2f}x | {pack / mine:.2f}x | {first:.1f} | {floor:.2f} |"
     )
-    return row, first, ours, packed, inputs
+    return row, first, ours, padded, inputs
 
 
 def named_kernels(experiment: str, variant: str, inputs):
@@ -333,8 +333,8 @@ def main() -> dict:
     )
     cnn_inputs = inputs["seed_cnn"]
     cnn_profile = profile(named_kernels("seed_cnn", fastest, cnn_inputs), cnn_inputs)
-    small, small_first, ours, packed, layer_inputs = recurrent_layers(64, 200, 64)
-    ours_profile, torch_profile = profile(ours, layer_inputs), profile(packed, layer_inputs)
+    small, small_first, ours, padded, layer_inputs = recurrent_layers(64, 200, 64)
+    ours_profile, torch_profile = profile(ours, layer_inputs), profile(padded, layer_inputs)
     large, large_first, *_ = recurrent_layers(256, 100, 256)  # timed, not profiled
     ragged, *_ = recurrent_layers(64, 200, 64, ragged=True)
     layers = "\n".join([small, large, ragged])
@@ -366,7 +366,7 @@ Where the time goes at (64, 200, 64), litlab's compiled layer (one call = forwar
 
 {ours_profile}
 
-and `nn.LSTM` on packed sequences:
+and `nn.LSTM` over the padded batch, as litlab's torch cells run it:
 
 {torch_profile}
 
