@@ -6,8 +6,10 @@ from litlab.errors import LitlabError
 
 __version__ = "0.1.0"
 
-# The Hydra configs live at the repository top level, next to src/ (an editable install).
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The Hydra configs: the repository's top-level conf/, which a built package holds as
+# litlab/conf; an editable install reads the checkout's own.
+_PACKAGE = Path(__file__).resolve().parent
+CONFIG_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parents[1] / "conf"
 
 __all__ = [
     "CONFIG_DIR",

@@ -1,5 +1,6 @@
 """Thin entry points over litlab.tasks and litlab.data.fetch."""
 
+import os
 import sys
 from contextlib import contextmanager
 
@@ -7,6 +8,11 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from litlab.errors import LitlabError, first_line
+
+# As with `python -m`, a project's own modules in the working directory can be named by
+# `_target_:` in its configs without installing the project.
+if os.getcwd() not in sys.path:
+    sys.path.append(os.getcwd())
 
 
 def _message(err: BaseException) -> str:
