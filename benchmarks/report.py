@@ -4,6 +4,7 @@ import datetime
 import os
 import platform
 import re
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +31,47 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def vector_extensions() -> str:
+    """The CPU's vector extensions that change which kernels torch and oneDNN run."""
+    try:
+        flags = set(
+            re.search(r"flags\s*:\s*(.+)", Path("/proc/cpuinfo").read_text()).group(1).split()
+        )
+    except (OSError, AttributeError):
+        return "unknown vector extensions"
+    known = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_tile": "AMX"}
+    return "/".join(name for flag, name in known.items() if flag in flags) or "no AVX2"
+
+
+def commit() -> str:
+    """The commit measured, and whether the tree had changes it does not hold."""
+    root = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(root)]
+    try:
+        head = subprocess.run(
+            [*git, "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "commit unknown (not a git checkout)"
+    return f"commit {head}" + (" with uncommitted changes" if dirty else "")
+
+
+# Taken when a benchmark starts, so that a commit made while it runs is not named.
+MEASURED = commit()
+
+
 def machine() -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (
-        f"{cpu_name()}, {os.cpu_count()} cores, {device}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, Python {platform.python_version()}"
+        f"{cpu_name()} ({vector_extensions()}), {os.cpu_count()} cores, {device}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"Python {platform.python_version()}"
     )
 
 
@@ -74,7 +111,7 @@ def write_section(name: str, title: str, body: str) -> None:
     }.get(name, f"`make bench` (or `python benchmarks/{name}.py`)")
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"
-        f"Measured {stamp} on {machine()}.  \n"
+        f"Measured {stamp} at {MEASURED} on {machine()}.  \n"
         f"Command: {command}.\n\n"
         f"{body.strip()}\n<!-- {name}:end -->"
     )
