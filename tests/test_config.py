@@ -59,3 +59,9 @@ def test_compose_without_output_dir_gives_a_fresh_run_dir():
 
     cfg = litlab.compose("train")
     assert "/train/runs/" in Path(cfg.paths.output_dir).as_posix()
+
+
+def test_the_defaults_are_the_articles_setup(tmp_path):
+    plain, named = compose(tmp_path), compose(tmp_path, "experiment=seed_cnn")
+    for part in ("data", "model", "trainer"):
+        assert plain[part] == named[part], part
