@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from litlab.errors import LitlabError
 from litlab.nets import CNN, MLP, SeedCNN
 
 
@@ -65,7 +66,7 @@ def test_cnn_pooling_choice(pool):
 
 
 def test_unknown_activation_and_pool_are_refused():
-    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+    with pytest.raises(LitlabError, match="unknown activation 'gelu'"):
         MLP(activation="gelu")
-    with pytest.raises(ValueError, match="unknown pool 'min'"):
+    with pytest.raises(LitlabError, match="unknown pool 'min'"):
         CNN(pool="min")

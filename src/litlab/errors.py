@@ -1,8 +1,9 @@
 """The one exception type for user mistakes: entry points print it as a single line and exit 2."""
 
 
-class LitlabError(Exception):
-    """Something the user can fix (bad override, missing data, wrong checkpoint, malformed file)."""
+class LitlabError(ValueError):
+    """Something the user can fix (bad override, missing data, wrong checkpoint, malformed file);
+    a bad value, so code that expects ValueError from a net's arguments still catches it."""
 
 
 def first_line(err: BaseException) -> str:

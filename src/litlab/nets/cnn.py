@@ -1,6 +1,7 @@
 import torch
 from torch import nn
 
+from litlab.errors import LitlabError
 from litlab.nets import layers
 from litlab.nets.layers import POOLS, dense_stack
 
@@ -28,7 +29,7 @@ class CNN(nn.Module):
     ):
         super().__init__()
         if pool not in POOLS:
-            raise ValueError(f"unknown pool {pool!r}; choose one of {sorted(POOLS)}")
+            raise LitlabError(f"unknown pool {pool!r}; choose one of {sorted(POOLS)}")
         pooled_blocks = len(channels) - 1 if pooled_blocks is None else pooled_blocks
         blocks: list[nn.Module] = []
         in_channels = input_shape[0]

@@ -2,6 +2,7 @@
 
 from torch import nn
 
+from litlab.errors import LitlabError
 from litlab.kernels import MaxPool2d
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
@@ -11,7 +12,7 @@ POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d}
 def activation(name: str) -> nn.Module:
     """The article's activations (sec. 3.1.2) by name."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise LitlabError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
