@@ -27,6 +27,7 @@ def images_per_second(loader, limit: int) -> float:
 def main() -> dict:
     torch.manual_seed(0)
     dm = MNISTDataModule(data_dir=str(DATA_DIR), batch_size=BATCH)
+    dm.prepare_data()  # as Lightning does: says how to fetch missing data
     dm.setup()
     normalize = transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]

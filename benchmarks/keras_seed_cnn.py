@@ -1,7 +1,9 @@
 """The article's sec. 4.1 Keras CNN on the same MNIST files, timed per epoch.
 
 Run by seed_cnn_speed.py with a Python that has TensorFlow (`KERAS_PYTHON`); needs only numpy
-and tensorflow. Prints one JSON line: seconds per epoch and the test accuracy.
+and tensorflow. It trains on litlab's split of the training images (the indices in a .npy file:
+validation first) and validates on the rest within each epoch, as litlab-train does. Prints one
+JSON line: seconds per epoch and the test accuracy.
 """
 
 import json
@@ -33,13 +35,16 @@ class EpochSeconds(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self.start)
 
 
-def main(raw: Path, epochs: int, batch_size: int) -> dict:
+def main(raw: Path, split: Path, val_size: int, epochs: int, batch_size: int) -> dict:
     def images(name):
         return read_idx(raw / name)[..., None].astype("float32") / 255.0
 
-    train_x, test_x = images("train-images-idx3-ubyte"), images("t10k-images-idx3-ubyte")
-    train_y = read_idx(raw / "train-labels-idx1-ubyte")
+    all_x, test_x = images("train-images-idx3-ubyte"), images("t10k-images-idx3-ubyte")
+    all_y = read_idx(raw / "train-labels-idx1-ubyte")
     test_y = read_idx(raw / "t10k-labels-idx1-ubyte")
+    order = np.load(split)
+    val, train = order[:val_size], order[val_size:]
+    train_x, train_y, val_x, val_y = all_x[train], all_y[train], all_x[val], all_y[val]
     tf.keras.utils.set_random_seed(42)
     model = models.Sequential()  # the article's code, layer for layer
     model.add(layers.Input((28, 28, 1)))
@@ -53,7 +58,15 @@ def main(raw: Path, epochs: int, batch_size: int) -> dict:
     model.add(layers.Dense(10, activation="softmax"))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     timer = EpochSeconds()
-    model.fit(train_x, train_y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[timer])
+    model.fit(
+        train_x,
+        train_y,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=(val_x, val_y),
+        verbose=0,
+        callbacks=[timer],
+    )
     _, accuracy = model.evaluate(test_x, test_y, verbose=0)
     return {
         "seconds": timer.seconds,
@@ -64,4 +77,5 @@ def main(raw: Path, epochs: int, batch_size: int) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))
+    raw, split, val_size, epochs, batch_size = sys.argv[1:]
+    print(json.dumps(main(Path(raw), Path(split), int(val_size), int(epochs), int(batch_size))))

@@ -1,10 +1,12 @@
 """The article's CNN (sec. 4.1): `litlab-train experiment=seed_cnn` vs the article's Keras code.
 
-Both train the same net at batch 32 on the same MNIST files. Keras runs the article's code as
-written (60k training images, no validation); litlab trains on its 55k split and validates
-on the other 5k within each epoch. Keras runs when a Python with TensorFlow is at hand:
-`KERAS_PYTHON=/path/to/python` (e.g. a venv with `pip install tensorflow-cpu`), or this one if
-it has TensorFlow. The faster epoch of each run counts (the first one includes compilation).
+Both do the same work: the same net at batch 32 on litlab's 55k split of the MNIST training
+files, validating on the other 5k within each epoch, in fp32. The headline compares the preset a
+user picks, `speed=cpu`, held to fp32, with the article's Keras code; where the CPU computes
+bf16 natively, `speed=cpu` as it stands (bf16 autocast) is a row of its own. Keras runs when a
+Python with TensorFlow is at hand: `KERAS_PYTHON=/path/to/python` (e.g. a venv with
+`pip install tensorflow-cpu`), or this one if it has TensorFlow. The faster epoch of each run
+counts (the first one includes compilation).
 """
 
 import importlib.util
@@ -13,20 +15,31 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+from hydra.utils import instantiate
 from report import DATA_DIR, EpochTimer, train_config, write_section
 
 import litlab
+from litlab.errors import LitlabError
+from litlab.resolvers import fastest_cpu_precision
 
 EPOCHS = 2
 DEVICE = "gpu" if torch.cuda.is_available() else "cpu"
+HEADLINE = "litlab-train speed=cpu trainer.precision=32-true"
 RUNS = {
     "cpu": {
         "litlab-train eager": [],
         "litlab-train model.compile=default": ["model.compile=default"],
-        "litlab-train speed=cpu": ["speed=cpu"],
+        HEADLINE: ["speed=cpu", "trainer.precision=32-true"],
+        **(
+            {"litlab-train speed=cpu (bf16 autocast on this CPU)": ["speed=cpu"]}
+            if fastest_cpu_precision() == "bf16-mixed"
+            else {}
+        ),
     },
     "gpu": {
         "litlab-train trainer=gpu (eager)": ["trainer=gpu"],
@@ -49,6 +62,23 @@ def litlab_run(overrides: list[str]) -> dict:
     return {"seconds": min(EpochTimer.seconds), "test_acc": metrics["test/acc"], "steps": steps}
 
 
+def litlab_split() -> tuple[Path, int]:
+    """The order of the training images in litlab's split (validation first), as a .npy file,
+    and the validation size."""
+    cfg = train_config("experiment=seed_cnn")
+    dm = instantiate(cfg.data)
+    dm.setup()
+    order = torch.randperm(60_000, generator=torch.Generator().manual_seed(cfg.data.seed))
+    labels = dm.load_split("train")[1]
+    val = cfg.data.val_size
+    # the same split as MNISTDataModule.setup draws
+    assert torch.equal(labels[order[:val]], dm.splits["val"].labels)
+    assert torch.equal(labels[order[val:]], dm.splits["train"].labels)
+    path = Path(tempfile.mkdtemp()) / "split.npy"
+    np.save(path, order.numpy())
+    return path, val
+
+
 def keras_run() -> dict | None:
     if DEVICE == "gpu":  # the Keras reference is the article's CPU run
         return None
@@ -57,11 +87,16 @@ def keras_run() -> dict | None:
         python = sys.executable
     if python is None:
         return None
+    if not Path(python).is_file():
+        raise LitlabError(
+            f"KERAS_PYTHON={python} is no file; make one with `python3 -m venv tf && "
+            "tf/bin/pip install tensorflow-cpu` and pass KERAS_PYTHON=tf/bin/python"
+        )
     script = Path(__file__).with_name("keras_seed_cnn.py")
     raw = DATA_DIR / "MNIST" / "raw"
-    result = subprocess.run(
-        [python, str(script), str(raw), str(EPOCHS), "32"], capture_output=True, text=True
-    )
+    split, val_size = litlab_split()
+    command = [python, str(script), str(raw), str(split), str(val_size), str(EPOCHS), "32"]
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"the Keras reference failed:\n{result.stderr[-2000:]}")
     run = json.loads(result.stdout.strip().splitlines()[-1])
@@ -86,11 +121,12 @@ def main() -> dict:
         verdict = "Keras was not run: set KERAS_PYTHON to a Python with tensorflow-cpu."
     else:
         rows.insert(0, row(f"Keras (TensorFlow {keras['tensorflow']}), the article's code", keras))
-        fastest = min(run["seconds"] for run in runs.values())
-        met = "met" if fastest <= keras["seconds"] else "missed"
+        ours = runs[HEADLINE]["seconds"]
+        met = "met" if ours <= keras["seconds"] else "missed"
         verdict = (
-            f"Goal: litlab's fastest epoch at or below the Keras epoch: {fastest:.2f} s vs "
-            f"{keras['seconds']:.2f} s ({fastest / keras['seconds']:.2f}x, {met})."
+            f"Goal: `{HEADLINE.removeprefix('litlab-train ')}`'s epoch at or below the Keras "
+            f"epoch: {ours:.2f} s vs {keras['seconds']:.2f} s ({ours / keras['seconds']:.2f}x, "
+            f"{met})."
         )
     table = (
         f"| run (batch 32, {EPOCHS} epochs) | s/epoch | train steps/epoch | ms/step | test acc |\n"
@@ -98,7 +134,7 @@ def main() -> dict:
     )
     speed = (Path(litlab.CONFIG_DIR) / "speed" / f"{DEVICE}.yaml").read_text().strip()
     body = (
-        f"{table}\n\n{verdict}\n\nlitlab's epoch includes validating on 5k images; its ms/step "
+        f"{table}\n\n{verdict}\n\nEach epoch trains on 55k images and validates on 5k; ms/step "
         f"is the epoch over the training steps. `speed={DEVICE}` is:\n\n```yaml\n{speed}\n```"
     )
     name, title = {
