@@ -1,9 +1,9 @@
 """Test accuracy of the article's stacked-LSTM classifier next to TF-IDF + logistic regression.
 
 Both see the same seeded stratified split (80/10/10) of the same deduplicated corpus; the
-baseline fits on the train part and is scored on the test part, as the LSTM is. BBC News tests
-on 212 articles, where one article is half a point of accuracy, so it is run with several seeds
-(each its own split and initialisation) and judged on the mean.
+baseline fits on the train part and is scored on the test part, as the LSTM is. Each corpus
+runs with 5 seeds (each its own split and initialisation) that were not used while choosing the
+recipes, and is judged on their mean.
 """
 
 import logging
@@ -16,11 +16,10 @@ from sklearn.linear_model import LogisticRegression
 
 import litlab
 
-# corpus: (experiment, goal, seeds)
-RUNS = {
-    "bbc_news": ("seed_rnn", 0.95, (42, 1, 3, 7)),
-    "tweets_sentiment": ("rnn_tweets", 0.72, (42,)),
-}
+# Held out: the recipes were tuned with other seeds (42, 1, 3, 7).
+SEEDS = (101, 102, 103, 104, 105)
+# corpus: (experiment, goal)
+RUNS = {"bbc_news": ("seed_rnn", 0.95), "tweets_sentiment": ("rnn_tweets", 0.72)}
 
 
 def tfidf_baseline(splits) -> float:
@@ -34,19 +33,21 @@ def tfidf_baseline(splits) -> float:
 def main() -> dict:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     rows, results = [], {}
-    for corpus, (experiment, goal, seeds) in RUNS.items():
+    for corpus, (experiment, goal) in RUNS.items():
         runs = []  # (seed, split sizes, TF-IDF accuracy, LSTM accuracy)
-        for seed in seeds:
+        for seed in SEEDS:
             cfg = train_config(f"experiment={experiment}", f"seed={seed}")
             splits = instantiate(cfg.data).split_records()
             sizes = "/".join(f"{len(splits[s]):,}" for s in ("train", "val", "test"))
             runs.append((seed, sizes, tfidf_baseline(splits), litlab.train(cfg)["test/acc"]))
         baseline = statistics.mean(tfidf for _, _, tfidf, _ in runs)
-        lstm = statistics.mean(acc for _, _, _, acc in runs)
+        scores = [acc for _, _, _, acc in runs]
+        lstm = statistics.mean(scores)
         results[corpus] = lstm
-        verdict = f">= {goal} ({'met' if lstm >= goal else 'missed'})"
-        if len(runs) > 1:
-            runs.append((f"mean of {len(seeds)}", "", baseline, lstm))
+        verdict = f"mean >= {goal} ({'met' if lstm >= goal else 'missed'})"
+        runs.append(
+            (f"mean of {len(SEEDS)}", f"range {min(scores):.3f}-{max(scores):.3f}", baseline, lstm)
+        )
         for i, (seed, sizes, tfidf, acc) in enumerate(runs, 1):
             rows.append(
                 f"| {corpus} | {seed} | {sizes} | `experiment={experiment}` | {tfidf:.3f} | "
