@@ -11,6 +11,7 @@ import compile
 import epoch_time
 import input_pipeline
 import seed_cnn_speed
+import speedrun
 import text_accuracy
 import text_pipeline
 import vae
@@ -23,6 +24,7 @@ BENCHMARKS = (
     seed_cnn_speed,
     compile,
     article_accuracy,
+    speedrun,
     text_pipeline,
     text_accuracy,
     vae,

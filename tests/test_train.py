@@ -79,3 +79,22 @@ def test_load_from_checkpoint_rebuilds_the_model(tmp_path, mnist):
     )
     assert type(model.net).__name__ == "CNN"
     assert model.net.features[2].__class__.__name__ == "AvgPool2d"
+
+
+def test_the_speedrun_steps_its_one_cycle_every_batch_over_the_whole_run(tmp_path, mnist):
+    litlab.train(
+        compose(
+            tmp_path,
+            "experiment=speedrun",
+            "speed=cpu",
+            "+trainer.limit_train_batches=3",
+            "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1",
+        )
+    )
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    (schedule,) = state["lr_schedulers"]
+    assert schedule["total_steps"] == 3  # the run's length, found by itself
+    assert schedule["last_epoch"] == 3  # stepped after each of the 3 batches
+    (group,) = state["optimizer_states"][0]["param_groups"]
+    assert group["betas"] == (0.7, 0.9)  # the cycle leaves Adam's betas as set

@@ -1,3 +1,5 @@
+import inspect
+from collections.abc import Mapping
 from types import MethodType
 
 import lightning.pytorch as L
@@ -82,6 +84,11 @@ class LitModule(L.LightningModule):
     def __init__(self, optimizer, scheduler=None, compile=False, channels_last: bool = False):
         super().__init__()
         self.optimizer_factory = build(optimizer)
+        # `interval: step` in a scheduler's config (Lightning's word) steps it after every
+        # batch, as a one-cycle schedule needs; by default it steps once an epoch.
+        scheduler = dict(scheduler) if isinstance(scheduler, Mapping) else scheduler
+        schedule = scheduler if isinstance(scheduler, dict) else {}
+        self.scheduler_interval = schedule.pop("interval", "epoch")
         self.scheduler_factory = build(scheduler)
         self.compile_options = compile_options(compile)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -183,4 +190,17 @@ class LitModule(L.LightningModule):
             compile_update(optimizer)
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer=optimizer)}
+        scheduler = self.scheduler_factory(optimizer=optimizer, **self.schedule_length())
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
+
+    def schedule_length(self) -> dict:
+        """`total_steps` for a scheduler that takes it and was given no length: the whole run."""
+        factory = self.scheduler_factory
+        given = getattr(factory, "keywords", {})
+        takes = inspect.signature(getattr(factory, "func", factory)).parameters
+        if "total_steps" not in takes or {"total_steps", "epochs"} & given.keys():
+            return {}
+        return {"total_steps": int(self.trainer.estimated_stepping_batches)}

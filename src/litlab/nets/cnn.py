@@ -9,7 +9,8 @@ from litlab.nets.layers import POOLS, dense_stack
 class CNN(nn.Module):
     """Conv blocks (conv -> activation -> 2x2 pool) feeding a dense head (sec. 3.2).
 
-    `pooled_blocks` leading blocks are followed by pooling (default: all but the last).
+    `kernel_size` is one size for every conv, or one per block. `pooled_blocks` leading blocks
+    are followed by pooling (default: all but the last).
     `features` is the convolutional trunk, shared with the convolutional VAE encoder.
     A ReLU block max-pools before its ReLU: the two commute exactly, outputs and gradients
     alike, and the ReLU (and its backward) then touch a quarter of the values.
@@ -20,7 +21,7 @@ class CNN(nn.Module):
         input_shape=(1, 28, 28),
         num_classes: int = 10,
         channels=(32, 64, 64),
-        kernel_size: int = 3,
+        kernel_size: int | list[int] = 3,
         pool: str = "max",
         pooled_blocks: int | None = None,
         hidden=(64,),
@@ -31,15 +32,23 @@ class CNN(nn.Module):
         if pool not in POOLS:
             raise LitlabError(f"unknown pool {pool!r}; choose one of {sorted(POOLS)}")
         pooled_blocks = len(channels) - 1 if pooled_blocks is None else pooled_blocks
+        kernel_sizes = (
+            [kernel_size] * len(channels) if isinstance(kernel_size, int) else kernel_size
+        )
+        if len(kernel_sizes) != len(channels):
+            raise LitlabError(
+                f"kernel_size={list(kernel_sizes)} gives {len(kernel_sizes)} sizes for "
+                f"{len(channels)} conv blocks; give one size, or one per block"
+            )
         blocks: list[nn.Module] = []
         in_channels = input_shape[0]
-        for i, out_channels in enumerate(channels):
+        for i, (out_channels, size) in enumerate(zip(channels, kernel_sizes, strict=True)):
             block = [layers.activation(activation)]
             if i < pooled_blocks:
                 pooling = POOLS[pool](2)
                 pool_first = pool == "max" and activation == "relu"
                 block = [pooling, *block] if pool_first else [*block, pooling]
-            blocks += [nn.Conv2d(in_channels, out_channels, kernel_size), *block]
+            blocks += [nn.Conv2d(in_channels, out_channels, size), *block]
             in_channels = out_channels
         self.features = nn.Sequential(*blocks)
         with torch.no_grad():
