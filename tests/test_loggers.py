@@ -125,3 +125,32 @@ def test_wandb_offline(run_dir, final):
     assert config["trainer"]["max_epochs"] == 2
     images = run_file.parent / "files" / "media" / "images"
     assert {p.name.split("_")[0] for p in images.glob("*.png")} == {"learning", "confusion"}
+
+
+def test_a_vae_shows_its_pictures_in_every_tracker(tmp_path):
+    need_data("MNIST")
+    litlab.train(
+        compose(
+            tmp_path,
+            "experiment=vae_mlp",
+            "debug=limit",
+            "trainer.max_epochs=1",
+            "logger=[tensorboard,mlflow,wandb]",
+            "callbacks.rich_progress_bar=null",
+        )
+    )
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"reconstructions", "samples", "latent_scatter"} <= set(events.Tags()["images"])
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("litlab").experiment_id])
+    pictures = {a.path for a in client.list_artifacts(run.info.run_id, "pictures")}
+    assert {"pictures/reconstructions_epoch000.png", "pictures/latent_scatter.png"} <= pictures
+    (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    images = run_file.parent / "files" / "media" / "images"
+    assert {"reconstructions", "samples", "latent"} <= {
+        p.name.split("_")[0] for p in images.glob("*.png")
+    }

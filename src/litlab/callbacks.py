@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
@@ -67,7 +66,8 @@ class RandomState(Callback):
 
 
 class GenerativePictures(Callback):
-    """PNG pictures of what a (variational) autoencoder does, in `dirpath` and in TensorBoard.
+    """PNG pictures of what a (variational) autoencoder does, in `dirpath` and in the trackers
+    that keep pictures.
 
     Each validation epoch: inputs above their reconstructions, and (for a VAE) samples from the
     prior. When training ends: the validation codes in 2-D coloured by class (the first two
@@ -82,9 +82,7 @@ class GenerativePictures(Callback):
         grid = make_grid(images.detach().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
         path = self.dirpath / f"{name}.png"
         save_image(grid, path)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(name.rsplit("_epoch", 1)[0], grid, trainer.global_step)
+        log_picture(trainer.loggers, path, trainer.global_step, tag=name.rsplit("_epoch", 1)[0])
         return path
 
     def _val_batch(self, trainer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,11 +116,11 @@ class GenerativePictures(Callback):
             if sum(len(c) for c in codes) >= self.scatter_points:
                 break
         codes, labels = torch.cat(codes), torch.cat(labels)
-        self.scatter(codes, labels)
+        self.scatter(trainer, codes, labels)
         if codes.shape[1] == 2:
             self.manifold(trainer, pl_module)
 
-    def scatter(self, codes: torch.Tensor, labels: torch.Tensor) -> Path:
+    def scatter(self, trainer, codes: torch.Tensor, labels: torch.Tensor) -> Path:
         from matplotlib.figure import Figure  # not pyplot: a notebook's backend stays as it is
 
         projected = codes.shape[1] > 2
@@ -138,6 +136,7 @@ class GenerativePictures(Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / "latent_scatter.png"
         fig.savefig(path, dpi=100, bbox_inches="tight")
+        log_picture(trainer.loggers, path, trainer.global_step)
         return path
 
     def manifold(self, trainer, pl_module, steps: int = 20) -> Path:

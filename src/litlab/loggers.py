@@ -47,8 +47,10 @@ def finish_tracking(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, floa
 
 
 @rank_zero_only
-def log_picture(loggers: list[Logger], path: Path, step: int) -> None:
-    """Show a PNG of the run directory in the trackers that keep pictures."""
+def log_picture(loggers: list[Logger], path: Path, step: int, tag: str | None = None) -> None:
+    """Show a PNG of the run directory in the trackers that keep pictures, under `tag` (by
+    default its name): pictures of one tag at several steps are one series there."""
+    tag = tag or path.stem
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             import numpy as np
@@ -56,11 +58,11 @@ def log_picture(loggers: list[Logger], path: Path, step: int) -> None:
 
             with Image.open(path) as picture:
                 image = np.asarray(picture.convert("RGB"))
-            logger.experiment.add_image(path.stem, image, step, dataformats="HWC")
+            logger.experiment.add_image(tag, image, step, dataformats="HWC")
         elif isinstance(logger, MLFlowLogger):
             logger.experiment.log_artifact(logger.run_id, str(path), "pictures")
         elif isinstance(logger, WandbLogger):
-            logger.log_image(path.stem, [str(path)], step=step)
+            logger.log_image(tag, [str(path)], step=step)
 
 
 class _AppendingWriter(ExperimentWriter):
