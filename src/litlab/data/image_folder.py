@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from litlab.data.base import SplitDataModule, balanced_subset, stratified_split
+from litlab.data.base import SplitDataModule, balanced_subset, check_fractions, stratified_split
 from litlab.data.images import ImageModality, InMemoryImages, Stat, loader, on_white, read_image
 from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
@@ -79,12 +79,14 @@ class ImageFolderDataModule(ImageModality, SplitDataModule):
             )
         if (mean is None) != (std is None):
             raise LitlabError("set both data.mean and data.std, or neither (computed on train)")
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < fraction < 1:
-                raise LitlabError(f"data.{name}={fraction} must be in (0, 1)")
-        if val_fraction + test_fraction >= 1:
-            raise LitlabError("data.val_fraction + data.test_fraction must leave data to train on")
-        if input_shape is None and image_size is not None:
+        check_fractions(val_fraction, test_fraction)
+        if input_shape is None or None in input_shape:
+            if image_size is None:
+                raise LitlabError(
+                    "data.image_size=null keeps the pictures' own size: give it as "
+                    "data.input_shape=[channels, height, width] (the models read their shapes "
+                    "from it), or set data.image_size to resize"
+                )
             self.hparams.input_shape = [channels, image_size, image_size]
         self.root = Path(root).expanduser()
         self.splits: dict[str, InMemoryImages] = {}
@@ -171,17 +173,17 @@ class ImageFolderDataModule(ImageModality, SplitDataModule):
                 images = torch.empty(len(paths), *x.shape, dtype=torch.uint8)
             elif x.shape != images.shape[1:]:
                 raise LitlabError(
-                    f"pictures of different sizes: {paths[0]} is {images.shape[2]} x "
-                    f"{images.shape[3]}, {path} is {x.shape[1]} x {x.shape[2]}; set "
-                    "data.image_size to resize them all"
+                    f"pictures of different sizes (height x width): {paths[0]} is "
+                    f"{images.shape[2]} x {images.shape[3]}, {path} is {x.shape[1]} x "
+                    f"{x.shape[2]}; set data.image_size to resize them all"
                 )
             images[i] = x
-        if tuple(images.shape[1:]) != tuple(hp.input_shape or ()):
+        if tuple(images.shape[1:]) != tuple(hp.input_shape):
             shape = list(images.shape[1:])
             raise LitlabError(
                 f"the pictures are {shape} (channels, height, width) but data.input_shape="
-                f"{list(hp.input_shape or [])}; set data.input_shape={shape} (the models read "
-                "their shapes from it), or data.image_size to resize"
+                f"{list(hp.input_shape)}; set data.input_shape={shape}, or data.image_size to "
+                "resize"
             )
         return images
 
@@ -200,16 +202,17 @@ class ImageFolderDataModule(ImageModality, SplitDataModule):
                 )
         self.class_names = names
         images = self.load(paths)
-        val, test, train = map(
-            torch.tensor,
-            stratified_split(labels.tolist(), [hp.val_fraction, hp.test_fraction], hp.seed),
-        )
-        for split, part in (("val", val), ("test", test)):
+        fractions = [hp.val_fraction, hp.test_fraction]
+        parts = stratified_split(labels.tolist(), fractions, hp.seed)
+        val, test, train = (torch.tensor(part, dtype=torch.int64) for part in parts)
+        for split, part in (("train", train), ("val", val), ("test", test)):
             if not len(part):
-                raise LitlabError(
-                    f"the {split} split of {self.root} is empty: add pictures or raise "
-                    f"data.{split}_fraction"
+                fix = (
+                    "lower data.val_fraction and data.test_fraction"
+                    if split == "train"
+                    else f"add pictures or raise data.{split}_fraction"
                 )
+                raise LitlabError(f"the {split} split of {self.root} is empty: {fix}")
         if hp.labelled:
             train = balanced_subset(train, labels, hp.labelled, hp.num_classes)
         if self.stats[0] is None:

@@ -29,7 +29,14 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from litlab.data.base import InputItem, Modality, SplitDataModule, stratified_split, whole_batch
+from litlab.data.base import (
+    InputItem,
+    Modality,
+    SplitDataModule,
+    check_fractions,
+    stratified_split,
+    whole_batch,
+)
 from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, read_corpus, read_hub
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
@@ -191,11 +198,7 @@ class TextDataModule(Modality, SplitDataModule):
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 <= fraction < 1:
-                raise LitlabError(f"data.{name}={fraction} must be in [0, 1)")
-        if val_fraction + test_fraction >= 1:
-            raise LitlabError("data.val_fraction + data.test_fraction must leave data to train on")
+        check_fractions(val_fraction, test_fraction)
         if not (isinstance(pad_to_multiple_of, int) and pad_to_multiple_of >= 1):
             raise LitlabError(
                 f"data.pad_to_multiple_of={pad_to_multiple_of!r} must be a positive integer "
