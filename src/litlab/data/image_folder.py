@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
-from litlab.data.base import SplitDataModule, balanced_subset, check_fractions, stratified_split
-from litlab.data.images import ImageModality, InMemoryImages, Stat, loader, on_white, read_image
+from litlab.data.base import balanced_subset, check_fractions, stratified_split
+from litlab.data.images import ImageDataModule, InMemoryImages, Stat, on_white, read_image
 from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
 
@@ -47,7 +46,7 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float],
     return [round(v, 6) for v in mean.tolist()], [round(v, 6) for v in std.tolist()]
 
 
-class ImageFolderDataModule(ImageModality, SplitDataModule):
+class ImageFolderDataModule(ImageDataModule):
     """`root/<class name>/<picture>` split into train/val/test, seeded and stratified by class."""
 
     def __init__(
@@ -225,6 +224,3 @@ class ImageFolderDataModule(ImageModality, SplitDataModule):
             split: InMemoryImages(images[part], labels[part], *self.stats)
             for split, part in (("train", train), ("val", val), ("test", test))
         }
-
-    def loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return loader(self.splits[split], batch_size, shuffle, self.hparams.num_workers)

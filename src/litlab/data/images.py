@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from torch.export import Dim
 from torch.utils.data import DataLoader, Dataset
 
-from litlab.data.base import InputItem, Modality, whole_batch
+from litlab.data.base import InputItem, Modality, SplitDataModule, whole_batch
 from litlab.errors import first_line
 
 Stat = float | Sequence[float]  # one value for all channels, or one per channel
@@ -55,12 +55,6 @@ def on_white(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
     return image
-
-
-def loader(dataset: InMemoryImages, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=whole_batch, num_workers=workers
-    )
 
 
 class ImageModality(Modality):
@@ -112,3 +106,16 @@ class ImageModality(Modality):
             "normalization": {"mean": mean, "std": std, "x": "(pixel/255 - mean)/std"},
             "preprocessing": self.preprocessing(),
         }
+
+
+class ImageDataModule(ImageModality, SplitDataModule):
+    """Images held as `InMemoryImages` per split in `self.splits`."""
+
+    def loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.splits[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=whole_batch,
+            num_workers=self.hparams.num_workers,
+        )

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
-from litlab.data.base import SplitDataModule, balanced_subset
+from litlab.data.base import balanced_subset
 from litlab.data.fetch import IDX_FILES, fetch_fashion_mnist, fetch_mnist, has_idx_files, raw_dir
 from litlab.data.idx import read_idx
-from litlab.data.images import ImageModality, InMemoryImages, loader, on_white
+from litlab.data.images import ImageDataModule, InMemoryImages, on_white
 from litlab.errors import LitlabError
 
 
@@ -95,7 +94,7 @@ def mnist_like(image: Image.Image, size: int = 28, object_size: int = 20) -> tor
     return out
 
 
-class MNISTDataModule(ImageModality, SplitDataModule):
+class MNISTDataModule(ImageDataModule):
     """MNIST or Fashion-MNIST from `<data_dir>/<Folder>/raw` IDX files, seeded train/val split."""
 
     def __init__(
@@ -185,9 +184,6 @@ class MNISTDataModule(ImageModality, SplitDataModule):
             "val": InMemoryImages(images[val], labels[val], hp.mean, hp.std),
             "test": InMemoryImages(test_images, test_labels, hp.mean, hp.std),
         }
-
-    def loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return loader(self.splits[split], batch_size, shuffle, self.hparams.num_workers)
 
     def draw(self, image: Image.Image) -> torch.Tensor:
         return mnist_like(image, self.hparams.input_shape[-1], self.spec.object_size)
