@@ -338,8 +338,9 @@ def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:
 
 @dataclass
 class TrainedRun:
-    """A trained run loaded back: its directory, the checkpoint read, its config (reading the
-    run's own vocabulary wherever the run now lives) and its model, in eval mode."""
+    """A trained run loaded back: its directory, the checkpoint read, its config (reading what
+    the run's data fitted, e.g. its vocabulary, wherever the run now lives) and its model, in
+    eval mode."""
 
     run_dir: Path
     checkpoint: Path
