@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from litlab.data.base import trained_data
+from litlab.data.base import Modality, trained_data
 from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
 from litlab.nets.recurrent import RecurrentClassifier
@@ -51,15 +51,17 @@ class PaddedRecurrent(nn.Module):
         return self.net((tokens, lengths))
 
 
-def exportable(cfg, net: nn.Module) -> nn.Module:
-    """The module to export: the net, its recurrent layers fed by tokens and lengths."""
+def exportable(cfg, net: nn.Module, data: Modality | None = None) -> tuple[nn.Module, dict]:
+    """The module to export (the net; recurrent ones fed by tokens and lengths), and how to feed
+    it, as the run's DataModule (`data`, else built from `cfg.data`) describes its inputs."""
+    spec = (data or instantiate(cfg.data)).export_signature()
     if not isinstance(net, RecurrentClassifier):
-        return net.eval()
+        return net.eval(), spec
     if net.compiled:  # the same weights through torch's cells, which the exporters know
         twin = instantiate(cfg.model.net, cell_impl="torch")
         twin.load_state_dict(net.state_dict())
         net = twin
-    return PaddedRecurrent(net).eval()
+    return PaddedRecurrent(net).eval(), spec
 
 
 @contextmanager
@@ -144,7 +146,7 @@ def export(run_dir=None, fmt: str = "onnx", ckpt_path=None, out_dir=None) -> Pat
     run = load_run(run_dir, ckpt_path, classifier=True)
     net = run.config.model.net._target_
     data = trained_data(run.config.data)
-    module, spec = exportable(run.config, run.model.net), data.export_signature()
+    module, spec = exportable(run.config, run.model.net, data)
     out = Path(out_dir) if out_dir else run.run_dir / "export" / fmt
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f".partial.{FILES[fmt]}"  # a failed export leaves an earlier one alone
