@@ -10,7 +10,8 @@ import torch
 from conftest import DATA_DIR, run_cli
 from PIL import Image, ImageDraw
 
-from litlab.predict import Predictor, mnist_like
+from litlab.data.mnist import mnist_like
+from litlab.predict import Predictor
 
 
 def arc(cx, cy, rx, ry, start, end, n=24):
@@ -101,14 +102,14 @@ def test_clear_digits_and_bad_files_in_one_batch(mnist_mlp_run, tmp_path):
 def test_pictures_are_drawn_as_the_training_data(mnist_mlp_run):
     predictor = Predictor(mnist_mlp_run)
     plain = [draw_digit(d) for d in range(10)]
-    expected = torch.stack([predictor.pixels(image) for image in plain])
+    expected = torch.stack([predictor.data.draw(image) for image in plain])
     assert expected.shape == (10, 1, 28, 28) and expected.dtype == torch.uint8
     for digit, pixels in enumerate(expected):  # light on black, in MNIST's 20 x 20 box
         assert pixels[0, :, 0].max() == 0 and pixels[0, 0].max() == 0 and pixels.max() > 200
         rows, cols = pixels[0].nonzero().unbind(1)
         assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 <= 21, digit
     for name, variant in VARIANTS.items():
-        pixels = torch.stack([predictor.pixels(variant(d)) for d in range(10)])
+        pixels = torch.stack([predictor.data.draw(variant(d)) for d in range(10)])
         if name != "small":  # the same strokes, however presented: the same image
             difference = (pixels.float() - expected.float()).abs().mean()
             assert difference < 3, (name, difference)

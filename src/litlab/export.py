@@ -1,7 +1,8 @@
 """A trained run's net for other runtimes: ONNX, TorchScript or a torch.export program, with a
-metadata file saying how to feed it (input shapes, normalization, class names, tokenizer).
+metadata file saying how to feed it (input shapes, normalization, class names, tokenizer), as
+the run's DataModule describes its inputs.
 
-Image nets go out as they are: float images [batch, 1, 28, 28], normalized as in training, to
+Image nets go out as they are: float images [batch, C, H, W], normalized as in training, to
 logits. Recurrent text nets take (tokens [batch, length], lengths [batch]) through
 `PaddedRecurrent`, one-directional ones only. Every artifact is loaded back in its runtime and
 checked against PyTorch on a batch of another size (and lengths).
@@ -17,10 +18,8 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from torch import nn
-from torch.export import Dim
 
-from litlab.data.mnist import DATASETS
-from litlab.data.text import LABELS_FILE, PAD, TOKENIZER_FILE, UNK
+from litlab.data.base import Modality, trained_data
 from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
 from litlab.nets.recurrent import RecurrentClassifier
@@ -52,42 +51,17 @@ class PaddedRecurrent(nn.Module):
         return self.net((tokens, lengths))
 
 
-def _text_example(vocab_size: int, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    tokens = torch.zeros(len(lengths), max(lengths), dtype=torch.int64)
-    for i, n in enumerate(lengths):
-        tokens[i, :n] = torch.randint(2, vocab_size, (n,), generator=generator)
-    return tokens, torch.tensor(lengths)
-
-
-def exportable(cfg, net: nn.Module) -> tuple[nn.Module, dict]:
-    """The module to export, and how to feed it: example inputs to trace, others to check
-    with, their dynamic dimensions, and the inputs' description for the metadata."""
-    data = cfg.data
-    if isinstance(net, RecurrentClassifier):
-        if net.compiled:  # the same weights through torch's cells, which the exporters know
-            twin = instantiate(cfg.model.net, cell_impl="torch")
-            twin.load_state_dict(net.state_dict())
-            net = twin
-        vocab = net.embedding.num_embeddings
-        batch, length = Dim("batch"), Dim("length")
-        return PaddedRecurrent(net).eval(), {
-            "example": _text_example(vocab, [7, 4, 6]),
-            "check": _text_example(vocab, [3, 11, 1, 6, 9]),
-            "dynamic": ({0: batch, 1: length}, {0: batch}),
-            "inputs": [
-                {"name": "tokens", "dtype": "int64", "shape": ["batch", "length"]},
-                {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
-            ],
-        }
-    shape = list(data.input_shape)
-    generator = torch.Generator().manual_seed(0)
-    return net.eval(), {
-        "example": (torch.randn(2, *shape, generator=generator),),
-        "check": (torch.randn(5, *shape, generator=generator),),
-        "dynamic": ({0: Dim("batch")},),
-        "inputs": [{"name": "images", "dtype": "float32", "shape": ["batch", *shape]}],
-    }
+def exportable(cfg, net: nn.Module, data: Modality | None = None) -> tuple[nn.Module, dict]:
+    """The module to export (the net; recurrent ones fed by tokens and lengths), and how to feed
+    it, as the run's DataModule (`data`, else built from `cfg.data`) describes its inputs."""
+    spec = (data or instantiate(cfg.data)).export_signature()
+    if not isinstance(net, RecurrentClassifier):
+        return net.eval(), spec
+    if net.compiled:  # the same weights through torch's cells, which the exporters know
+        twin = instantiate(cfg.model.net, cell_impl="torch")
+        twin.load_state_dict(net.state_dict())
+        net = twin
+    return PaddedRecurrent(net).eval(), spec
 
 
 @contextmanager
@@ -149,10 +123,9 @@ def run_artifact(fmt: str, path: Path, inputs: tuple[torch.Tensor, ...]) -> torc
     return torch.export.load(str(path)).module()(*inputs)
 
 
-def metadata(run, fmt: str, spec: dict, difference: float) -> dict:
+def metadata(run, data, fmt: str, spec: dict, difference: float) -> dict:
     """What a runtime needs to know to feed the artifact and read its answer."""
-    data = run.config.data
-    info = {
+    return {
         "format": fmt,
         "file": FILES[fmt],
         "run_dir": str(run.run_dir),
@@ -161,25 +134,8 @@ def metadata(run, fmt: str, spec: dict, difference: float) -> dict:
         "inputs": spec["inputs"],
         "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "classes"]}],
         "max_abs_difference_from_pytorch": difference,
+        **data.export_metadata(),
     }
-    if "tokenizer_dir" in data:
-        info["class_names"] = json.loads((run.run_dir / LABELS_FILE).read_text())
-        info["tokenizer"] = {
-            "file": TOKENIZER_FILE,  # Hugging Face tokenizers' JSON, vocabulary included
-            "max_len": data.max_len,
-            "pad": PAD,
-            "unknown": UNK,
-            "padding": "right with pad id 0; lengths counts the real tokens (at least 1)",
-        }
-    else:
-        dataset = DATASETS[data.name]
-        info["class_names"] = list(dataset.classes)
-        info["normalization"] = {"mean": data.mean, "std": data.std, "x": "(pixel/255 - mean)/std"}
-        info["preprocessing"] = (
-            f"grayscale, a light object on black, scaled to fit {dataset.object_size} pixels "
-            f"and centred by its centre of mass in {data.input_shape[-1]} (litlab.predict)"
-        )
-    return info
 
 
 def export(run_dir=None, fmt: str = "onnx", ckpt_path=None, out_dir=None) -> Path:
@@ -189,7 +145,8 @@ def export(run_dir=None, fmt: str = "onnx", ckpt_path=None, out_dir=None) -> Pat
         raise LitlabError(f"unknown format={fmt!r}; choose one of {', '.join(FILES)}")
     run = load_run(run_dir, ckpt_path, classifier=True)
     net = run.config.model.net._target_
-    module, spec = exportable(run.config, run.model.net)
+    data = trained_data(run.config.data)
+    module, spec = exportable(run.config, run.model.net, data)
     out = Path(out_dir) if out_dir else run.run_dir / "export" / fmt
     out.mkdir(parents=True, exist_ok=True)
     partial = out / f".partial.{FILES[fmt]}"  # a failed export leaves an earlier one alone
@@ -214,8 +171,8 @@ def export(run_dir=None, fmt: str = "onnx", ckpt_path=None, out_dir=None) -> Pat
             f"sequence length (largest difference {difference}); try another format="
         )
     path = partial.replace(out / FILES[fmt])
-    if "tokenizer_dir" in run.config.data:
-        shutil.copyfile(run.run_dir / TOKENIZER_FILE, out / TOKENIZER_FILE)
-    info = metadata(run, fmt, spec, difference)
+    for file in data.export_files():
+        shutil.copyfile(file, out / file.name)
+    info = metadata(run, data, fmt, spec, difference)
     atomic_write(out / "metadata.json", json.dumps(info, indent=2) + "\n")
     return path

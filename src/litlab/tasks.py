@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import litlab.resolvers  # noqa: F401  (registers run_id, used by the run directories)
 from litlab.callbacks import RandomState
 from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
+from litlab.data.base import run_data_config
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
 from litlab.loggers import finish_tracking, start_tracking
@@ -337,8 +338,9 @@ def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:
 
 @dataclass
 class TrainedRun:
-    """A trained run loaded back: its directory, the checkpoint read, its config (reading the
-    run's own vocabulary wherever the run now lives) and its model, in eval mode."""
+    """A trained run loaded back: its directory, the checkpoint read, its config (reading what
+    the run's data fitted, e.g. its vocabulary, wherever the run now lives) and its model, in
+    eval mode."""
 
     run_dir: Path
     checkpoint: Path
@@ -360,8 +362,7 @@ def load_run(
             "pass a run trained with checkpointing, or ckpt_path=<file>"
         )
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
-    if "tokenizer_dir" in run_cfg.data:
-        run_cfg.data.tokenizer_dir = str(run_dir)
+    run_cfg.data = run_data_config(run_cfg.data, run_dir)
     model = load_model(run_cfg.model, ckpt_path).eval()
     if classifier and not isinstance(model, Classifier):
         raise LitlabError(
@@ -377,8 +378,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
     if cfg.get("data_dir"):
         run_cfg.data.data_dir = cfg.data_dir
-    if "tokenizer_dir" in run_cfg.data:  # the run's own vocabulary, wherever the run now lives
-        run_cfg.data.tokenizer_dir = str(run_dir)
+    run_cfg.data = run_data_config(run_cfg.data, run_dir)
     model = load_model(run_cfg.model, ckpt_path)
     datamodule = instantiate(run_cfg.data)
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)

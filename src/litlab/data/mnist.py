@@ -1,20 +1,21 @@
 """The MNIST family (MNIST, Fashion-MNIST) held in memory as uint8 tensors.
 
-A batch is built with one vectorized index and one fused normalization (`__getitems__`), not
-per-sample PIL + ToTensor. The loaders are plain `DataLoader`s over an index sampler, so
-Lightning's distributed sampler still gives each DDP rank its own shard.
+A new picture is drawn the way the dataset draws one (MNIST: grayscale, a light digit on
+black, scaled into 20 x 20 and centred by its centre of mass in 28 x 28).
 """
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from PIL import Image
 
-from litlab.data.base import SplitDataModule, whole_batch
+from litlab.data.base import balanced_subset
 from litlab.data.fetch import IDX_FILES, fetch_fashion_mnist, fetch_mnist, has_idx_files, raw_dir
 from litlab.data.idx import read_idx
+from litlab.data.images import ImageDataModule, InMemoryImages, on_white
 from litlab.errors import LitlabError
 
 
@@ -52,28 +53,48 @@ DATASETS = {
 }
 
 
-class InMemoryImages(Dataset):
-    """uint8 images [N, C, H, W] and int64 labels; hands out normalized float batches."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float):
-        self.images, self.labels = images, labels
-        # (x / 255 - mean) / std as one multiply and one subtract
-        self.scale, self.shift = 1.0 / (255.0 * std), mean / std
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices)
-        x = self.images[index].to(torch.float32).mul_(self.scale).sub_(self.shift)
-        return x, self.labels[index]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
+INK = 32  # of 255: brighter than this above the background counts as part of the object
 
 
-class MNISTDataModule(SplitDataModule):
+def background(gray: torch.Tensor) -> float:
+    """The grey level of a picture's edge."""
+    return torch.cat([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).median().item()
+
+
+def mnist_like(image: Image.Image, size: int = 28, object_size: int = 20) -> torch.Tensor:
+    """A picture of any size and colours as the MNIST family draws one: uint8 [1, size, size],
+    a light object on black, scaled to fit `object_size` and centred by its centre of mass.
+
+    Dark-on-light pictures (ink on paper) are inverted; transparency counts as white paper.
+    """
+    image = on_white(image)
+    gray = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32).copy())
+    if background(gray) > 127:  # a light background: make the object the light part
+        gray = 255 - gray
+    ink = (gray - background(gray)).clamp(min=0)
+    if ink.max() < INK:
+        raise ValueError("no object found: the picture is blank or has almost no contrast")
+    ink *= 255 / ink.max()  # strokes at full brightness, as in MNIST
+    rows, cols = (ink > INK).any(dim=1).nonzero(), (ink > INK).any(dim=0).nonzero()
+    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    scale = object_size / max(crop.shape)
+    width, height = (max(1, round(n * scale)) for n in (crop.shape[1], crop.shape[0]))
+    small = Image.fromarray(crop.round().byte().numpy()).resize(
+        (width, height), Image.Resampling.LANCZOS
+    )
+    obj = torch.from_numpy(np.asarray(small, dtype=np.float32).copy())
+    mass = obj.sum().clamp(min=1e-6)
+    centre_y = (obj.sum(dim=1) * torch.arange(height)).sum() / mass
+    centre_x = (obj.sum(dim=0) * torch.arange(width)).sum() / mass
+    middle = size / 2  # where MNIST puts the centre of mass (pixel 14 of 0..27)
+    top = min(max(round(middle - centre_y.item()), 0), size - height)
+    left = min(max(round(middle - centre_x.item()), 0), size - width)
+    out = torch.zeros(1, size, size, dtype=torch.uint8)
+    out[0, top : top + height, left : left + width] = obj.round().byte()
+    return out
+
+
+class MNISTDataModule(ImageDataModule):
     """MNIST or Fashion-MNIST from `<data_dir>/<Folder>/raw` IDX files, seeded train/val split."""
 
     def __init__(
@@ -156,7 +177,7 @@ class MNISTDataModule(SplitDataModule):
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(hp.seed))
         val, train = order[: hp.val_size], order[hp.val_size :]
         if hp.labelled:
-            train = self.balanced_subset(train, labels, hp.labelled)
+            train = balanced_subset(train, labels, hp.labelled, hp.num_classes)
         test_images, test_labels = self.load_split("test")
         self.splits = {
             "train": InMemoryImages(images[train], labels[train], hp.mean, hp.std),
@@ -164,24 +185,11 @@ class MNISTDataModule(SplitDataModule):
             "test": InMemoryImages(test_images, test_labels, hp.mean, hp.std),
         }
 
-    def balanced_subset(self, order: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
-        """The first n / num_classes images of each class in `order`."""
-        classes = self.hparams.num_classes
-        per_class = n // classes
-        available = int(torch.bincount(labels[order], minlength=classes).min())
-        if n % classes or not 1 <= per_class <= available:
-            raise LitlabError(
-                f"data.labelled={n} must be a multiple of {classes} between {classes} and "
-                f"{classes * available} (the rarest class has {available} training images)"
-            )
-        picked = [order[labels[order] == c][:per_class] for c in range(classes)]
-        return torch.cat(picked).sort().values
+    def draw(self, image: Image.Image) -> torch.Tensor:
+        return mnist_like(image, self.hparams.input_shape[-1], self.spec.object_size)
 
-    def loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.splits[split],
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=whole_batch,
-            num_workers=self.hparams.num_workers,
+    def preprocessing(self) -> str:
+        return (
+            f"grayscale, a light object on black, scaled to fit {self.spec.object_size} pixels "
+            f"and centred by its centre of mass in {self.hparams.input_shape[-1]} (litlab.predict)"
         )

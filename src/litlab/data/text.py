@@ -9,7 +9,6 @@ Lightning can swap for a `DistributedSampler` under DDP.
 
 import json
 import random
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
+from torch.export import Dim
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import (
     BatchSampler,
@@ -29,7 +29,14 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from litlab.data.base import SplitDataModule, whole_batch
+from litlab.data.base import (
+    InputItem,
+    Modality,
+    SplitDataModule,
+    check_fractions,
+    stratified_split,
+    whole_batch,
+)
 from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, read_corpus, read_hub
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
@@ -63,6 +70,25 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int | None) -> l
         torch.tensor(e.ids[:max_len] or [unk], dtype=torch.int64)
         for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)
     ]
+
+
+def text_lines(path: Path) -> Iterator[InputItem]:
+    """(input name, text, error) for each line of a text file."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        yield str(path), None, "not a text file (it holds NUL bytes); give one text per line"
+        return
+    lines = data.splitlines()
+    if not lines:
+        yield str(path), None, "the file is empty; give one text per line"
+    for number, raw in enumerate(lines, 1):
+        name = f"{path}:{number}"
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            yield name, None, "not valid UTF-8; save the file as UTF-8"
+            continue
+        yield name, text or None, None if text else "empty line: there is nothing to classify"
 
 
 class TokenizedTexts(Dataset):
@@ -142,28 +168,7 @@ class BucketBatchSampler(BatchSampler):
             yield from batches
 
 
-def stratified_split(
-    labels: Sequence[str], fractions: Sequence[float], seed: int
-) -> list[list[int]]:
-    """Indices per part (e.g. val, test, then the rest for train), every class split alike."""
-    rng = random.Random(seed)
-    by_label: dict[str, list[int]] = defaultdict(list)
-    for i, y in enumerate(labels):
-        by_label[y].append(i)
-    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
-    for label in sorted(by_label):
-        members = by_label[label]
-        rng.shuffle(members)
-        start = 0
-        for part, fraction in zip(parts, fractions, strict=False):
-            size = round(fraction * len(members))
-            part.extend(members[start : start + size])
-            start += size
-        parts[-1].extend(members[start:])
-    return [sorted(p) for p in parts]
-
-
-class TextDataModule(SplitDataModule):
+class TextDataModule(Modality, SplitDataModule):
     """Any text classification corpus: a built-in name, a .csv/.tsv/.jsonl file, or a folder."""
 
     def __init__(
@@ -193,11 +198,7 @@ class TextDataModule(SplitDataModule):
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 <= fraction < 1:
-                raise LitlabError(f"data.{name}={fraction} must be in [0, 1)")
-        if val_fraction + test_fraction >= 1:
-            raise LitlabError("data.val_fraction + data.test_fraction must leave data to train on")
+        check_fractions(val_fraction, test_fraction)
         if not (isinstance(pad_to_multiple_of, int) and pad_to_multiple_of >= 1):
             raise LitlabError(
                 f"data.pad_to_multiple_of={pad_to_multiple_of!r} must be a positive integer "
@@ -355,3 +356,67 @@ class TextDataModule(SplitDataModule):
             collate_fn=whole_batch,
             num_workers=self.hparams.num_workers,
         )
+
+    @classmethod
+    def for_run(cls, config, run_dir: Path):
+        config.tokenizer_dir = str(run_dir)  # the run's own vocabulary, wherever it now lives
+        return config
+
+    def restore(self) -> None:
+        """The tokenizer and class names saved in `tokenizer_dir` by training."""
+        directory = Path(self.hparams.tokenizer_dir or ".")
+        for name in (TOKENIZER_FILE, LABELS_FILE):
+            if not (directory / name).is_file():
+                raise LitlabError(
+                    f"no {name} in {directory}: the run's vocabulary is missing; pass the "
+                    "directory of a finished text run"
+                )
+        self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        self.class_names = json.loads((directory / LABELS_FILE).read_text())
+
+    def read_inputs(self, path: Path) -> list[InputItem]:
+        return list(text_lines(path))
+
+    def input_batch(self, contents: Sequence[str]) -> PaddedTokens:
+        texts = TokenizedTexts(
+            encode(self.tokenizer, contents, self.hparams.max_len),
+            torch.zeros(len(contents), dtype=torch.int64),
+        )
+        return texts.__getitems__(range(len(contents)))[0]
+
+    def export_signature(self) -> dict:
+        vocab = self.hparams.vocab_size
+        batch, length = Dim("batch"), Dim("length")
+        return {
+            "example": example_tokens(vocab, [7, 4, 6]),
+            "check": example_tokens(vocab, [3, 11, 1, 6, 9]),
+            "dynamic": ({0: batch, 1: length}, {0: batch}),
+            "inputs": [
+                {"name": "tokens", "dtype": "int64", "shape": ["batch", "length"]},
+                {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
+            ],
+        }
+
+    def export_metadata(self) -> dict:
+        return {
+            **super().export_metadata(),
+            "tokenizer": {
+                "file": TOKENIZER_FILE,  # Hugging Face tokenizers' JSON, vocabulary included
+                "max_len": self.hparams.max_len,
+                "pad": PAD,
+                "unknown": UNK,
+                "padding": "right with pad id 0; lengths counts the real tokens (at least 1)",
+            },
+        }
+
+    def export_files(self) -> list[Path]:
+        return [Path(self.hparams.tokenizer_dir) / TOKENIZER_FILE]
+
+
+def example_tokens(vocab_size: int, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded random tokens (no [PAD] or [UNK]) of the given lengths, and the lengths."""
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.zeros(len(lengths), max(lengths), dtype=torch.int64)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = torch.randint(2, vocab_size, (n,), generator=generator)
+    return tokens, torch.tensor(lengths)
