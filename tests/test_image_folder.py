@@ -175,6 +175,8 @@ def test_a_cnn_trains_and_its_run_evaluates_predicts_and_exports(folder, request
         litlab.compose("eval", [f"run_dir={run_dir}", f"paths.output_dir={tmp_path / 'eval'}"])
     )
     assert again["test/acc"] == pytest.approx(metrics["test/acc"])
+    with pytest.raises(LitlabError, match="is not read from a data_dir"):
+        litlab.evaluate(litlab.compose("eval", [f"run_dir={run_dir}", f"data_dir={tmp_path}"]))
 
     inputs = [next((root / name).iterdir()) for name in sorted(p.name for p in root.iterdir())]
     result = run_cli(

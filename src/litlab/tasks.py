@@ -377,6 +377,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_dir, ckpt_path = find_run(cfg.get("run_dir"), cfg.get("ckpt_path"))
     run_cfg = OmegaConf.load(run_dir / "config.yaml")
     if cfg.get("data_dir"):
+        if "data_dir" not in run_cfg.data:
+            raise LitlabError(
+                f"data_dir={cfg.data_dir}: the run's data ({run_cfg.data._target_}) is not read "
+                "from a data_dir; leave data_dir out to read it where the run did"
+            )
         run_cfg.data.data_dir = cfg.data_dir
     run_cfg.data = run_data_config(run_cfg.data, run_dir)
     model = load_model(run_cfg.model, ckpt_path)
