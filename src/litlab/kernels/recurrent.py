@@ -130,8 +130,9 @@ class CompiledRecurrent(nn.Module):
         run = functools.partial(self._direction, keep=keep)
         return over_directions(run, x, lengths, self.suffixes)
 
-    @torch.compiler.disable  # the chunk loop stays in Python: lengths never recompile it
-    def _direction(self, x, suffix: str, keep):
+    def projections(self, x: torch.Tensor, suffix: str) -> tuple:
+        """One direction's input projections of all steps, time first [T, B, gates*H] (one
+        matrix product), its recurrent weights and biases (zeros where it has none)."""
         w_ih = getattr(self, f"weight_ih_l0{suffix}")
         w_hh = getattr(self, f"weight_hh_l0{suffix}")
         x = x.transpose(0, 1)  # time first: the products come out contiguous per step
@@ -142,7 +143,12 @@ class CompiledRecurrent(nn.Module):
         b_hh = getattr(self, f"bias_hh_l0{suffix}", None)
         if b_hh is None:
             b_hh = w_hh.new_zeros(w_hh.shape[0])
-        steps, batch = x.shape[:2]
+        return gx, w_hh, b_hh
+
+    @torch.compiler.disable  # the chunk loop stays in Python: lengths never recompile it
+    def _direction(self, x, suffix: str, keep):
+        gx, w_hh, b_hh = self.projections(x, suffix)
+        steps, batch = gx.shape[:2]
         padded = -steps % self.chunk  # whole chunks only: one compiled shape
         gx = F.pad(gx, (0, 0, 0, 0, 0, padded))
         keep = F.pad(keep, (0, 0, 0, 0, 0, padded))
