@@ -4,10 +4,13 @@ the sizes stay small). Its kernels never read TRITON_INTERPRET when they are bui
 variable is set only for these tests, as the opt-in for CPU tensors."""
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from test_kernels import NO_GPU, ragged_batch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -115,7 +118,7 @@ def test_a_triton_net_compiles_as_one_full_graph(device):
 
 
 @CUDA
-def test_bf16_autocast_runs_the_kernels_in_bf16_close_to_torch_cells(monkeypatch):
+def test_bf16_autocast_on_cuda_runs_the_kernels_in_bf16_close_to_torch_cells():
     """On a GPU only: Triton's interpreter has no bf16 arithmetic."""
     eager, fast = triton_twins("lstm", "cuda", keras_compatible=True, num_layers=2)
     tokens, lengths = ragged_batch("cuda")
@@ -154,3 +157,27 @@ def test_triton_cells_on_a_cpu_without_the_interpreter_are_one_clear_error(tmp_p
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: cell_impl=triton runs on a CUDA GPU")
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_the_layer_benchmark_times_the_triton_layer_beside_torch_and_compiled_cells():
+    """benchmarks/compile.py's Triton columns, run in the interpreter at a tiny size (a GPU
+    runs them at full size: `bash benchmarks/gpu.sh`)."""
+    code = (
+        "import compile; print(compile.LAYER_HEADER); "
+        "print(compile.recurrent_layers(16, 5, 8, cell='rnn')[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT / "benchmarks",
+        # compiled cells from Inductor's cache where it has them: only the rows' form counts
+        env={**os.environ, "TRITON_INTERPRET": "1", "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "0"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    header, _, row = result.stdout.strip().splitlines()[-3:]
+    assert header.endswith("| litlab triton | triton vs padded | triton vs compiled |")
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[0] == "RNN (16, 5, 8)" and len(cells) == header.count("|") - 1
+    assert all(float(cell.rstrip("x")) > 0 for cell in cells[1:])
