@@ -395,12 +395,8 @@ def interpreting() -> bool:
 
 class TritonRecurrent(CompiledRecurrent):
     """`CompiledRecurrent`'s layer (parameters, names, interface) with its recurrence run by
-    one Triton kernel per direction (see the module's note)."""
-
-    def __init__(self, *args, **kwargs):
-        if not (torch.cuda.is_available() or interpreting()):
-            raise LitlabError(NO_DEVICE)
-        super().__init__(*args, **kwargs)
+    one Triton kernel per direction (see the module's note). It builds anywhere (a CPU can
+    export its weights through torch's cells) but runs only where the kernels can."""
 
     def forward(self, x: Tensor, lengths: Tensor):
         """`x` [B, T, input], `lengths` [B] -> (outputs [B, T, D*H], last state [B, D*H])."""
