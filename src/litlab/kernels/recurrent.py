@@ -81,16 +81,23 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 
 
 def over_directions(run, x: torch.Tensor, lengths: torch.Tensor, suffixes) -> tuple:
-    """`run(x, suffix) -> (outputs, last state)` for each direction, side by side. Each runs
-    forward in time, the reverse one ("_reverse") over the sequences flipped within their
-    lengths, its outputs flipped back, so the padding after a sequence is never read."""
-    outputs, lasts = [], []
-    for suffix in suffixes:
-        source = reverse_within_lengths(x, lengths) if suffix else x
-        out, last = run(source, suffix)
-        outputs.append(reverse_within_lengths(out, lengths) if suffix else out)
-        lasts.append(last)
-    return torch.cat(outputs, dim=-1), torch.cat(lasts, dim=-1)
+    """`run(sources, suffixes) -> (outputs, last states)`, one of each per direction, side by
+    side. Each runs forward in time, the reverse one ("_reverse") over the sequences flipped
+    within their lengths, its outputs flipped back, so the padding after a sequence is never
+    read."""
+    sources = [reverse_within_lengths(x, lengths) if suffix else x for suffix in suffixes]
+    outputs, lasts = run(sources, suffixes)
+    outputs = [
+        reverse_within_lengths(out, lengths) if suffix else out
+        for out, suffix in zip(outputs, suffixes, strict=True)
+    ]
+    return torch.cat(outputs, dim=-1), torch.cat(list(lasts), dim=-1)
+
+
+def each_direction(run):
+    """`run(source, suffix) -> (outputs, last state)` of one direction, as `over_directions`'
+    run of them all, one after another."""
+    return lambda sources, suffixes: tuple(zip(*map(run, sources, suffixes), strict=True))
 
 
 class CompiledRecurrent(nn.Module):
@@ -128,7 +135,7 @@ class CompiledRecurrent(nn.Module):
         lengths = lengths.to(x.device)
         keep = (torch.arange(x.shape[1], device=x.device)[:, None] < lengths).unsqueeze(-1)
         run = functools.partial(self._direction, keep=keep)
-        return over_directions(run, x, lengths, self.suffixes)
+        return over_directions(each_direction(run), x, lengths, self.suffixes)
 
     def projections(self, x: torch.Tensor, suffix: str) -> tuple:
         """One direction's input projections of all steps, time first [T, B, gates*H] (one

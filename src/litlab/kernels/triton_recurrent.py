@@ -60,12 +60,12 @@ def fits_on_chip(cell: str, hidden: int, dtype: torch.dtype = torch.float32) -> 
 
 
 def _forward(
-    gx,  # [T, B, gates*H] input projections, input biases included
-    w,  # [gates*H, H] recurrent weights, as torch holds them
-    b,  # [gates*H] recurrent biases
+    gx,  # [D, T, B, gates*H] input projections, input biases included
+    w,  # [D, gates*H, H] recurrent weights, as torch holds them
+    b,  # [D, gates*H] recurrent biases
     lengths,  # [B]
-    out,  # [T, B, H] states, held past each sequence's end
-    acts,  # [T, B, saved*H] float32, for backward
+    out,  # [D, T, B, H] states, held past each sequence's end
+    acts,  # [D, T, B, saved*H] float32, for backward
     steps,
     batch,
     hidden,
@@ -82,6 +82,12 @@ def _forward(
     tile = (rows < batch) & (units < hidden)
     square = (inner < hidden) & (units < hidden)
     length = tl.load(lengths + rows, mask=rows < batch, other=0)
+    direction = tl.program_id(1)  # the directions run side by side, in one launch
+    gx += direction * steps * batch * GATES * hidden
+    w += direction * GATES * hidden * hidden
+    b += direction * GATES * hidden
+    out += direction * steps * batch * hidden
+    acts += direction * steps * batch * SAVED * hidden
     # Each gate's W^T [H_in, H_out], loaded once: [k, j] = w[gate * H + j, k]
     wt = w + units * hidden + inner
     w0 = tl.load(wt, mask=square, other=0.0)
@@ -138,16 +144,17 @@ def _forward(
 
 
 def _backward(
-    d_out,  # [T, B, H] gradients of the states `out`
-    out,  # [T, B, H] the forward's states
-    acts,  # [T, B, saved*H] the forward's saved activations
-    w,  # [gates*H, H]
+    d_out,  # [D, T, B, H] gradients of the states `out`
+    out,  # [D, T, B, H] the forward's states
+    acts,  # [D, T, B, saved*H] the forward's saved activations
+    w,  # [D, gates*H, H]
     lengths,  # [B]
-    d_gates,  # [T, B, grads*H] gradients of the gates' pre-activations
+    d_gates,  # [D, T, B, grads*H] gradients of the gates' pre-activations
     steps,
     batch,
     hidden,
     CELL: tl.constexpr,
+    GATES: tl.constexpr,
     SAVED: tl.constexpr,
     GRADS: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -160,6 +167,13 @@ def _backward(
     tile = (rows < batch) & (units < hidden)
     square = (inner < hidden) & (units < hidden)
     length = tl.load(lengths + rows, mask=rows < batch, other=0)
+    direction = tl.program_id(1)
+    d_out += direction * steps * batch * hidden
+    out += direction * steps * batch * hidden
+    acts += direction * steps * batch * SAVED * hidden
+    w += direction * GATES * hidden * hidden
+    d_gates += direction * steps * batch * GRADS * hidden
+    kind = d_gates.dtype.element_ty
     # Each gate's W [H_out, H_in], loaded once: d h_prev = sum over gates of d a @ W
     wg = w + inner * hidden + units
     w0 = tl.load(wg, mask=square, other=0.0)
@@ -179,7 +193,6 @@ def _backward(
         )
         saved = acts + (t * batch + rows) * (SAVED * hidden) + units
         grads = d_gates + (t * batch + rows) * (GRADS * hidden) + units
-        kind = d_gates.dtype.element_ty
         if CELL == 0:  # rnn
             h_t = tl.load(saved, mask=tile, other=0.0)
             da = tl.where(keep, dh * (1 - h_t * h_t), 0.0)
@@ -245,44 +258,43 @@ def _meta(cell: str, hidden: int, w: Tensor, precision: str) -> dict:
 
 
 def _forward_outputs(gx: Tensor, w_hh: Tensor, cell: str) -> tuple[Tensor, Tensor]:
-    steps, batch, _ = gx.shape
-    hidden = w_hh.shape[1]
-    out = gx.new_empty(steps, batch, hidden)
-    acts = gx.new_empty(steps, batch, CELLS[cell].saved * hidden, dtype=torch.float32)
-    return out, acts
+    directions, steps, batch, _ = gx.shape
+    hidden = w_hh.shape[-1]
+    out = gx.new_empty(directions, steps, batch, hidden)
+    saved = CELLS[cell].saved * hidden
+    return out, gx.new_empty(directions, steps, batch, saved, dtype=torch.float32)
 
 
 def _forward_call(gx, w_hh, b_hh, lengths, out, acts, cell, precision) -> tuple:
-    """The forward kernel's grid, arguments and options."""
-    steps, batch, _ = gx.shape
-    hidden = w_hh.shape[1]
+    """The forward kernel's grid (batch tiles, directions), arguments and options."""
+    directions, steps, batch, hidden = out.shape
     spec = CELLS[cell]
     meta = _meta(cell, hidden, w_hh, precision) | dict(GATES=spec.gates, SAVED=spec.saved)
     args = (gx, w_hh, b_hh, lengths, out, acts, steps, batch, hidden)
-    return (triton.cdiv(batch, BLOCK_B),), args, meta
+    return (triton.cdiv(batch, BLOCK_B), directions), args, meta
 
 
 def _backward_call(d_out, out, acts, w_hh, lengths, d_gates, cell, precision) -> tuple:
-    steps, batch, hidden = out.shape
+    directions, steps, batch, hidden = out.shape
     spec = CELLS[cell]
-    meta = _meta(cell, hidden, w_hh, precision) | dict(SAVED=spec.saved, GRADS=spec.grads)
+    meta = _meta(cell, hidden, w_hh, precision)
+    meta |= dict(GATES=spec.gates, SAVED=spec.saved, GRADS=spec.grads)
     args = (d_out, out, acts, w_hh, lengths, d_gates, steps, batch, hidden)
-    return (triton.cdiv(batch, BLOCK_B),), args, meta
+    return (triton.cdiv(batch, BLOCK_B), directions), args, meta
 
 
 def _gradient_buffer(out: Tensor, cell: str) -> Tensor:
-    steps, batch, hidden = out.shape
-    return out.new_empty(steps, batch, CELLS[cell].grads * hidden)
+    return out.new_empty(*out.shape[:-1], CELLS[cell].grads * out.shape[-1])
 
 
 @torch.library.triton_op("litlab::recurrence", mutates_args=())
 def recurrence(
     gx: Tensor, w_hh: Tensor, b_hh: Tensor, lengths: Tensor, cell: str, precision: str
 ) -> tuple[Tensor, Tensor]:
-    """All steps of `cell` from zero states: gx [T, B, gates*H] (time first, the input
-    projections), w_hh [gates*H, H], b_hh [gates*H], lengths [B] -> (states [T, B, H], each
-    held past its sequence's end; the activations backward reads). `precision`: the fp32
-    products' tl.dot input precision ("ieee" exact, "tf32")."""
+    """All steps of `cell` from zero states, for D directions at once: gx [D, T, B, gates*H]
+    (time first, the input projections), w_hh [D, gates*H, H], b_hh [D, gates*H], lengths [B]
+    -> (states [D, T, B, H], each held past its sequence's end; the activations backward
+    reads). `precision`: the fp32 products' tl.dot input precision ("ieee" exact, "tf32")."""
     if gx.device.type == "cpu":
         return interpreted_recurrence(gx, w_hh, b_hh, lengths, cell, precision)
     out, acts = _forward_outputs(gx, w_hh, cell)
@@ -301,7 +313,7 @@ def recurrence_backward(
     cell: str,
     precision: str,
 ) -> Tensor:
-    """The gradients of the gates' pre-activations at every step [T, B, grads*H]."""
+    """The gradients of the gates' pre-activations at every step [D, T, B, grads*H]."""
     if out.device.type == "cpu":
         return interpreted_recurrence_backward(d_out, out, acts, w_hh, lengths, cell, precision)
     d_gates = _gradient_buffer(out, cell)
@@ -360,14 +372,15 @@ def _gradients(ctx, d_out, _):
     d_gates = recurrence_backward(
         d_out.contiguous(), out, acts, w_hh, lengths, ctx.cell, ctx.precision
     )
-    hidden = w_hh.shape[1]
+    hidden = w_hh.shape[-1]
     d_gh, d_gx = d_gates, d_gates
     if ctx.cell == "gru":  # d(r, z) feed both; W_hn h + b_hn and x_n each have their own
         d_gh = d_gates[..., : 3 * hidden]
         d_gx = torch.cat([d_gates[..., : 2 * hidden], d_gates[..., 3 * hidden :]], dim=-1)
-    h_prev = torch.cat([out.new_zeros(1, *out.shape[1:]), out[:-1]]).flatten(0, 1)
-    d_w = d_gh.flatten(0, 1).t() @ h_prev.to(d_gh.dtype)
-    d_b = d_gh.sum((0, 1))
+    first = out.new_zeros(out.shape[0], 1, *out.shape[2:])  # the zero state before step 0
+    h_prev = torch.cat([first, out[:, :-1]], dim=1).flatten(1, 2)  # [D, T*B, H]
+    d_w = d_gh.flatten(1, 2).transpose(1, 2) @ h_prev.to(d_gh.dtype)
+    d_b = d_gh.sum((1, 2))
     gx_dtype, w_dtype, b_dtype = ctx.dtypes
     return d_gx.to(gx_dtype), d_w.to(w_dtype), d_b.to(b_dtype), None, None, None
 
@@ -403,12 +416,16 @@ class TritonRecurrent(CompiledRecurrent):
         if x.device.type == "cpu" and not interpreting():
             raise LitlabError(NO_DEVICE)
         lengths = lengths.to(x.device)
-        run = functools.partial(self._direction, lengths=lengths, precision=precision())
+        run = functools.partial(self._directions, lengths=lengths, precision=precision())
         return over_directions(run, x, lengths, self.suffixes)
 
-    def _direction(self, x, suffix: str, lengths, precision):
-        gx, w_hh, b_hh = self.projections(x, suffix)
-        out, _ = recurrence(
-            gx.contiguous(), w_hh.to(gx.dtype), b_hh.to(gx.dtype), lengths, self.cell, precision
+    def _directions(self, sources, suffixes, lengths, precision):
+        """All directions in one kernel launch, each over its own source."""
+        gx, w_hh, b_hh = (
+            torch.stack(parts)
+            for parts in zip(*map(self.projections, sources, suffixes), strict=True)
         )
-        return out.transpose(0, 1), out[-1]  # a state held past its end: out[-1] is the last
+        w_hh, b_hh = w_hh.to(gx.dtype), b_hh.to(gx.dtype)
+        out, _ = recurrence(gx, w_hh, b_hh, lengths, self.cell, precision)
+        # a state held past its sequence's end: each direction's last step is its last state
+        return out.transpose(1, 2), out[:, -1]

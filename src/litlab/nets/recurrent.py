@@ -7,7 +7,7 @@ from torch.func import functional_call
 
 from litlab.errors import LitlabError
 from litlab.kernels import CompiledRecurrent
-from litlab.kernels.recurrent import CELLS, over_directions
+from litlab.kernels.recurrent import CELLS, each_direction, over_directions
 
 CELL_IMPLS = ("torch", "compiled", "triton")
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def run_padded(layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tup
         out = functional_call(one_way, weights, (source,))[0]
         return out, out.gather(1, last).squeeze(1)
 
-    return over_directions(run, x, lengths, ("", "_reverse"))
+    return over_directions(each_direction(run), x, lengths, ("", "_reverse"))
 
 
 class RecurrentClassifier(nn.Module):
