@@ -9,10 +9,16 @@ sequence's end). It stores the gate activations backward needs. Backward is one 
 kernel for the state gradients; the weight and input gradients over all steps are then large
 matrix products outside it. Programs never wait on each other (no grid-wide sync).
 
+A bidirectional layer's directions run side by side in the same launch (a grid axis).
+
 Both kernels are registered as `torch.library.triton_op`s with an autograd formula, so the
 same op runs eagerly and `torch.compile` traces it (`fullgraph=True`). On a CPU the kernels
 run in Triton's interpreter (numpy, one program at a time: for tests, opted into with
-`TRITON_INTERPRET=1`), behind an opaque op that a CPU compile calls as it is.
+`TRITON_INTERPRET=1`), behind an opaque op that a CPU compile calls as it is (the interpreter
+cannot run on a compile's fake tensors). The kernels call only Triton's core operations, not
+its library functions (`tl.sigmoid`, `tl.zeros`: compiled or interpreted as TRITON_INTERPRET
+was when Triton was imported), so the one source runs both ways in one process, whenever the
+variable is set.
 """
 
 import functools
@@ -23,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.library import triton_op, wrap_triton
 from triton.runtime.interpreter import InterpretedFunction
 
 from litlab.errors import LitlabError
@@ -31,7 +38,7 @@ from litlab.kernels.recurrent import CompiledRecurrent, over_directions
 RNN, LSTM, GRU = 0, 1, 2
 
 
-class Cell(NamedTuple):
+class CellSpec(NamedTuple):
     kind: int  # RNN | LSTM | GRU, the kernels' branch
     gates: int  # blocks of hidden units in the projections
     saved: int  # blocks stored per step for backward
@@ -40,10 +47,10 @@ class Cell(NamedTuple):
 
 # lstm saves i, f, g, o, c; gru r, z, n and W_hn h + b_hn; rnn h. A GRU's gradients are
 # d(r, z) (input and recurrent alike), d(W_hn h + b_hn) and d(x_n).
-CELLS = {
-    "rnn": Cell(RNN, 1, 1, 1),
-    "lstm": Cell(LSTM, 4, 5, 4),
-    "gru": Cell(GRU, 3, 4, 4),
+SPECS = {
+    "rnn": CellSpec(RNN, 1, 1, 1),
+    "lstm": CellSpec(LSTM, 4, 5, 4),
+    "gru": CellSpec(GRU, 3, 4, 4),
 }
 BLOCK_B = 16  # batch rows per program: tl.dot's smallest tile
 ON_CHIP_BYTES = 128 * 1024  # recurrent weights a program keeps on chip (registers/SRAM)
@@ -56,7 +63,7 @@ def block(hidden: int) -> int:
 def fits_on_chip(cell: str, hidden: int, dtype: torch.dtype = torch.float32) -> bool:
     """Whether one program can hold `cell`'s recurrent weights for `hidden` units."""
     size = torch.empty((), dtype=dtype).element_size()
-    return CELLS[cell].gates * block(hidden) ** 2 * size <= ON_CHIP_BYTES
+    return SPECS[cell].gates * block(hidden) ** 2 * size <= ON_CHIP_BYTES
 
 
 def _forward(
@@ -161,6 +168,8 @@ def _backward(
     BLOCK_H: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
+    # The forward's indexing, written again: a shared @triton.jit helper would run compiled or
+    # interpreted, not both (see the module's note)
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
     units = tl.arange(0, BLOCK_H)[None, :]
     inner = tl.arange(0, BLOCK_H)[:, None]
@@ -247,9 +256,9 @@ FORWARD_INTERPRETED, BACKWARD_INTERPRETED = map(InterpretedFunction, (_forward, 
 
 
 def _meta(cell: str, hidden: int, w: Tensor, precision: str) -> dict:
-    size = CELLS[cell].gates * block(hidden) ** 2 * w.element_size()
+    size = SPECS[cell].gates * block(hidden) ** 2 * w.element_size()
     return dict(
-        CELL=CELLS[cell].kind,
+        CELL=SPECS[cell].kind,
         BLOCK_B=BLOCK_B,
         BLOCK_H=block(hidden),
         PRECISION=precision if w.dtype == torch.float32 else "ieee",
@@ -261,14 +270,14 @@ def _forward_outputs(gx: Tensor, w_hh: Tensor, cell: str) -> tuple[Tensor, Tenso
     directions, steps, batch, _ = gx.shape
     hidden = w_hh.shape[-1]
     out = gx.new_empty(directions, steps, batch, hidden)
-    saved = CELLS[cell].saved * hidden
+    saved = SPECS[cell].saved * hidden
     return out, gx.new_empty(directions, steps, batch, saved, dtype=torch.float32)
 
 
 def _forward_call(gx, w_hh, b_hh, lengths, out, acts, cell, precision) -> tuple:
     """The forward kernel's grid (batch tiles, directions), arguments and options."""
     directions, steps, batch, hidden = out.shape
-    spec = CELLS[cell]
+    spec = SPECS[cell]
     meta = _meta(cell, hidden, w_hh, precision) | dict(GATES=spec.gates, SAVED=spec.saved)
     args = (gx, w_hh, b_hh, lengths, out, acts, steps, batch, hidden)
     return (triton.cdiv(batch, BLOCK_B), directions), args, meta
@@ -276,7 +285,7 @@ def _forward_call(gx, w_hh, b_hh, lengths, out, acts, cell, precision) -> tuple:
 
 def _backward_call(d_out, out, acts, w_hh, lengths, d_gates, cell, precision) -> tuple:
     directions, steps, batch, hidden = out.shape
-    spec = CELLS[cell]
+    spec = SPECS[cell]
     meta = _meta(cell, hidden, w_hh, precision)
     meta |= dict(GATES=spec.gates, SAVED=spec.saved, GRADS=spec.grads)
     args = (d_out, out, acts, w_hh, lengths, d_gates, steps, batch, hidden)
@@ -284,10 +293,10 @@ def _backward_call(d_out, out, acts, w_hh, lengths, d_gates, cell, precision) ->
 
 
 def _gradient_buffer(out: Tensor, cell: str) -> Tensor:
-    return out.new_empty(*out.shape[:-1], CELLS[cell].grads * out.shape[-1])
+    return out.new_empty(*out.shape[:-1], SPECS[cell].grads * out.shape[-1])
 
 
-@torch.library.triton_op("litlab::recurrence", mutates_args=())
+@triton_op("litlab::recurrence", mutates_args=())
 def recurrence(
     gx: Tensor, w_hh: Tensor, b_hh: Tensor, lengths: Tensor, cell: str, precision: str
 ) -> tuple[Tensor, Tensor]:
@@ -299,11 +308,11 @@ def recurrence(
         return interpreted_recurrence(gx, w_hh, b_hh, lengths, cell, precision)
     out, acts = _forward_outputs(gx, w_hh, cell)
     grid, args, meta = _forward_call(gx, w_hh, b_hh, lengths, out, acts, cell, precision)
-    torch.library.wrap_triton(FORWARD)[grid](*args, **meta)
+    wrap_triton(FORWARD)[grid](*args, **meta)
     return out, acts
 
 
-@torch.library.triton_op("litlab::recurrence_backward", mutates_args=())
+@triton_op("litlab::recurrence_backward", mutates_args=())
 def recurrence_backward(
     d_out: Tensor,
     out: Tensor,
@@ -318,7 +327,7 @@ def recurrence_backward(
         return interpreted_recurrence_backward(d_out, out, acts, w_hh, lengths, cell, precision)
     d_gates = _gradient_buffer(out, cell)
     grid, args, meta = _backward_call(d_out, out, acts, w_hh, lengths, d_gates, cell, precision)
-    torch.library.wrap_triton(BACKWARD)[grid](*args, **meta)
+    wrap_triton(BACKWARD)[grid](*args, **meta)
     return d_gates
 
 
