@@ -1,4 +1,5 @@
-"""torch.compile: train steps eager vs compiled, the compiled recurrent cells vs torch's.
+"""torch.compile: train steps eager vs compiled, the compiled recurrent cells vs torch's, and
+on a GPU the Triton recurrence (`cell_impl=triton`) vs both.
 
 Every figure is a median over timed steps after warm-up, each variant run in the same process
 on the same batches, the variants taking turns: real MNIST batches for the MLP and SeedCNN,
@@ -25,11 +26,16 @@ from torch._inductor.async_compile import AsyncCompile
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from litlab.kernels import CompiledRecurrent
+from litlab.kernels.recurrent import CELLS
+from litlab.kernels.triton_recurrent import TritonRecurrent, fits_on_chip, interpreting
 from litlab.models.base import compile_update
 from litlab.resolvers import fastest_cpu_precision
 
 STEPS = 60
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# The Triton recurrence's rows: a GPU's (on a CPU only in Triton's interpreter, which the tests
+# run them in at small sizes, far too slow to time)
+TRITON = DEVICE.type == "cuda" or interpreting()
 
 
 def synchronized(fn):
@@ -147,6 +153,11 @@ else:  # CUDA graphs: one replay per graph instead of a launch per kernel
         "cell_impl": "compiled",
         "compile": "reduce-overhead",
     }
+    for experiment in ("seed_rnn", "gru_bbc"):
+        VARIANTS[experiment]["triton kernels"] = {"cell_impl": "triton"}
+        # the whole net one graph, its kernels traced into it
+        triton_compiled = {"cell_impl": "triton", "compile": "default"}
+        VARIANTS[experiment]["triton kernels, compile"] = triton_compiled
 
 # bf16 autocast where the device computes bf16 natively (a GPU, or a CPU with AVX512-BF16/AMX)
 if DEVICE.type == "cuda" or fastest_cpu_precision() == "bf16-mixed":
@@ -158,6 +169,7 @@ if DEVICE.type == "cuda" or fastest_cpu_precision() == "bf16-mixed":
     }
     VARIANTS["seed_rnn"]["torch cells + bf16"] = {"bf16": True}
     if DEVICE.type == "cuda":
+        VARIANTS["seed_rnn"]["triton kernels + bf16"] = {"cell_impl": "triton", "bf16": True}
         VARIANTS["seed_cnn"]["compile reduce-overhead + channels_last + fused Adam + bf16"] = {
             **fastest,
             "compile": "reduce-overhead",
@@ -188,15 +200,22 @@ def train_steps() -> tuple[str, dict, float, dict]:
     return table, ratios, max(firsts), inputs_of
 
 
-def recurrent_layers(batch: int, steps: int, hidden: int, ragged: bool = False) -> tuple:
-    """Forward + backward of one LSTM layer: nn.LSTM padded (oneDNN), packed, and compiled,
-    over sequences of `steps` steps or, `ragged`, of random lengths up to `steps`.
-    Returns the table row, the compiled layer's first call in seconds, and (to profile) the
-    compiled and padded calls with their inputs."""
+def recurrent_layers(batch: int, steps: int, hidden: int, ragged=False, cell="lstm") -> tuple:
+    """Forward + backward of one `cell` layer: torch's padded (oneDNN or cuDNN), packed, and
+    compiled, and where `TRITON` the Triton recurrence (compiled cells where its weights would
+    not fit on chip, as `cell_impl=triton` does), over sequences of `steps` steps or, `ragged`,
+    of random lengths up to `steps`.
+    Returns the table row, the times {name: (ms, first call s)}, and (to profile) the calls
+    with their inputs."""
     torch.manual_seed(0)
-    reference = torch.nn.LSTM(hidden, hidden, batch_first=True).to(DEVICE)
-    compiled = CompiledRecurrent("lstm", hidden, hidden).to(DEVICE)
-    compiled.load_state_dict(reference.state_dict())
+    reference = CELLS[cell](hidden, hidden, batch_first=True).to(DEVICE)
+    layers = {"ours": CompiledRecurrent(cell, hidden, hidden)}
+    on_chip = fits_on_chip(cell, hidden)
+    if TRITON:
+        layers["triton"] = TritonRecurrent(cell, hidden, hidden) if on_chip else layers["ours"]
+    for layer in layers.values():
+        layer.load_state_dict(reference.state_dict())
+        layer.to(DEVICE)
     lengths = torch.randint(1, steps + 1, (batch,)) if ragged else torch.full((batch,), steps)
     inputs = [
         torch.randn(batch, steps, hidden, device=DEVICE, requires_grad=True) for _ in range(14)
@@ -209,32 +228,40 @@ def recurrent_layers(batch: int, steps: int, hidden: int, ragged: bool = False) 
         sequences = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         reference(sequences)[0].data.sum().backward()
 
-    def ours(x):
-        compiled(x, lengths)[0].sum().backward()
+    def run(name):
+        return lambda x: layers[name](x, lengths)[0].sum().backward()
 
-    # The matrix products any LSTM layer's forward + backward needs, and nothing else: the
+    # The matrix products any such layer's forward + backward needs, and nothing else: the
     # input projection and its two gradients, the recurrent weight's gradient over all steps
     # (one product each), and each step's recurrent product forward and backward.
+    gates = reference.weight_ih_l0.shape[0]
     flat = torch.randn(steps * batch, hidden, device=DEVICE)
-    flat_gates = torch.randn(steps * batch, 4 * hidden, device=DEVICE)
-    weight = torch.randn(4 * hidden, hidden, device=DEVICE)
-    state, gates = flat[:batch], flat_gates[:batch]
+    flat_gates = torch.randn(steps * batch, gates, device=DEVICE)
+    weight = torch.randn(gates, hidden, device=DEVICE)
+    state, step_gates = flat[:batch], flat_gates[:batch]
 
     def products(_):
         flat @ weight.t(), flat_gates @ weight, flat_gates.t() @ flat, flat_gates.t() @ flat
         for _ in range(steps):
-            state @ weight.t(), gates @ weight
+            state @ weight.t(), step_gates @ weight
 
-    measured = median_ms(
-        {"padded": padded, "packed": packed, "ours": ours, "products": products}, inputs
-    )
-    (base, _), (pack, _), (mine, first), (floor, _) = measured.values()
+    calls = {"padded": padded, "packed": packed, "ours": run("ours"), "products": products}
+    if TRITON:
+        calls["triton"] = run("triton")
+    measured = median_ms(calls, inputs)
+    (base, _), (pack, _), (mine, first), (floor, _) = list(measured.values())[:4]
     shape = f"({batch}, {steps}, {hidden})" + (f", lengths 1-{steps}" if ragged else "")
+    if cell != "lstm":
+        shape = f"{cell.upper()} {shape}"
     row = (
         f"| {shape} | {base:.2f} | {pack:.2f} | {mine:.2f} | "
         f"{base / mine:.2f}x | {pack / mine:.2f}x | {first:.1f} | {floor:.2f} |"
     )
-    return row, first, ours, padded, inputs
+    if TRITON:
+        fast = measured["triton"][0]
+        kind = "" if on_chip else " (compiled cells: too large for the chip)"
+        row += f" {fast:.2f}{kind} | {base / fast:.2f}x | {mine / fast:.2f}x |"
+    return row, measured, calls, inputs
 
 
 def named_kernels(experiment: str, variant: str, inputs):
@@ -267,9 +294,11 @@ def profile(fn, inputs, rows: int = 6) -> str:
 
 
 LAYER_HEADER = (
-    "| (batch, length, hidden) | nn.LSTM padded | nn.LSTM packed | litlab compiled | "
-    "vs padded | vs packed | first call, s | its matrix products alone |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|"
+    "| (batch, length, hidden) | torch padded | torch packed | litlab compiled | "
+    "vs padded | vs packed | first call, s | its matrix products alone |"
+    + (" litlab triton | triton vs padded | triton vs compiled |" if TRITON else "")
+    + "\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    + ("---:|---:|---:|" if TRITON else "")
 )
 
 
@@ -301,7 +330,10 @@ and for nets where it measures faster.""",
     "cuda": """`nn.LSTM` runs cuDNN's fused RNN layer. On the GPU Inductor writes Triton
 kernels; at batch 32 a train step is a few dozen small kernels, so launch overhead weighs, which
 `reduce-overhead` (CUDA graphs: the step's kernels replayed as one graph) removes. The kernel
-tables list GPU time per kernel.""",
+tables list GPU time per kernel. "litlab triton" is `cell_impl=triton`: one Triton kernel runs
+all time steps of a layer (both directions side by side), its recurrent weights held on chip,
+and one reverse-time kernel the state gradients; where those weights would not fit on chip
+the row times the compiled cells it falls back to, as the net does.""",
 }
 
 
@@ -316,6 +348,42 @@ def recompiles(lengths: int = 20) -> int:
         x = torch.randn(32, length, 64, device=DEVICE, requires_grad=True)
         layer(x, torch.randint(1, length + 1, (32,)))[0].sum().backward()
     return counters["stats"]["unique_graphs"]
+
+
+def triton_findings(ratios: dict, lstm: dict, others: dict) -> str:
+    """The Triton recurrence's goals, measured: LSTM layers against cuDNN over the padded batch
+    and against compiled cells, GRU and Elman layers against torch's, train steps against
+    torch cells."""
+
+    def speed(measured, than):  # how many times faster than `than` the Triton layer ran
+        return measured[than][0] / measured["triton"][0]
+
+    small, large = lstm["(64, 200, 64)"], lstm["(256, 100, 256)"]
+    lines = [
+        f"LSTM (64, 200, 64) at most 1.0x cuDNN's time: {1 / speed(small, 'padded'):.2f}x "
+        f"({'met' if speed(small, 'padded') >= 1.0 else 'missed'})",
+        f"LSTM (256, 100, 256) at most 1.5x cuDNN's time: {1 / speed(large, 'padded'):.2f}x "
+        f"({'met' if speed(large, 'padded') >= 1 / 1.5 else 'missed'})",
+    ]
+    for name, measured in lstm.items():
+        faster = speed(measured, "ours")
+        lines.append(
+            f"LSTM {name} >= 5x faster than compiled cells: {faster:.2f}x "
+            f"({'met' if faster >= 5 else 'missed'})"
+        )
+    for (cell, shape), (_, measured, *_) in others.items():
+        faster = speed(measured, "padded")
+        lines.append(
+            f"{cell.upper()} {shape} faster than torch's layer: {faster:.2f}x "
+            f"({'met' if faster > 1 else 'missed'})"
+        )
+    for experiment in ("seed_rnn", "gru_bbc"):
+        faster = ratios[(experiment, "triton kernels")]
+        lines.append(
+            f"`{experiment}` train step with triton kernels faster than torch cells: "
+            f"{faster:.2f}x ({'met' if faster > 1 else 'missed'})"
+        )
+    return "\nThe Triton recurrence's goals: " + "; ".join(lines) + "."
 
 
 def main() -> dict:
@@ -333,12 +401,39 @@ def main() -> dict:
     )
     cnn_inputs = inputs["seed_cnn"]
     cnn_profile = profile(named_kernels("seed_cnn", fastest, cnn_inputs), cnn_inputs)
-    small, small_first, ours, padded, layer_inputs = recurrent_layers(64, 200, 64)
-    ours_profile, torch_profile = profile(ours, layer_inputs), profile(padded, layer_inputs)
-    large, large_first, *_ = recurrent_layers(256, 100, 256)  # timed, not profiled
-    ragged, *_ = recurrent_layers(64, 200, 64, ragged=True)
-    layers = "\n".join([small, large, ragged])
-    compile_s = max(longest_step_compile, small_first, large_first)
+    small, small_ms, calls, layer_inputs = recurrent_layers(64, 200, 64)
+    ours_profile = profile(calls["ours"], layer_inputs)
+    torch_profile = profile(calls["padded"], layer_inputs)
+    large, large_ms, *_ = recurrent_layers(256, 100, 256)  # timed, not profiled
+    ragged, ragged_ms, *_ = recurrent_layers(64, 200, 64, ragged=True)
+    rows = [small, large, ragged]
+    compile_s = max(longest_step_compile, small_ms["ours"][1], large_ms["ours"][1])
+    triton_section = ""
+    if DEVICE.type == "cuda":  # the Triton recurrence's own rows and goals
+        others = {
+            (cell, shape): recurrent_layers(*shape, cell=cell)
+            for cell in ("gru", "rnn")
+            for shape in ((64, 200, 64), (256, 100, 256))
+        }
+        rows += [row for row, *_ in others.values()]
+        triton_section = (
+            triton_findings(
+                ratios,
+                {
+                    "(64, 200, 64)": small_ms,
+                    "(256, 100, 256)": large_ms,
+                    "(64, 200, 64), lengths 1-200": ragged_ms,
+                },
+                others,
+            )
+            + f"""
+
+Where the time goes at (64, 200, 64), the Triton layer (one call = forward + backward):
+
+{profile(calls["triton"], layer_inputs)}
+"""
+        )
+    layers = "\n".join(rows)
     new_graphs = recompiles()
     lstm = ratios[("seed_rnn", "compiled cells (masked)")]
     mlp = ratios[("mlp_relu", "compile")]
@@ -357,7 +452,7 @@ Where the time goes in SeedCNN's fastest compiled train step ({fastest}):
 
 {cnn_profile}
 
-One LSTM layer, forward + backward, ms (median):
+One layer (LSTM unless the row names GRU or RNN), forward + backward, ms (median):
 
 {LAYER_HEADER}
 {layers}
@@ -373,7 +468,7 @@ and `nn.LSTM` over the padded batch, as litlab's torch cells run it:
 After warm-up, 20 random sequence lengths (1-400) compiled {new_graphs} new graphs.
 
 {goals}: {verdicts}
-
+{triton_section}
 *Reading the tables.* "first step" is the first call with compilation, caches off (a row
 whose net compiles to an earlier row's graph reuses it). The compile rows compile Adam's
 update too, as `model.compile` does (unless the optimizer config sets `fused: true`).

@@ -81,16 +81,23 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 
 
 def over_directions(run, x: torch.Tensor, lengths: torch.Tensor, suffixes) -> tuple:
-    """`run(x, suffix) -> (outputs, last state)` for each direction, side by side. Each runs
-    forward in time, the reverse one ("_reverse") over the sequences flipped within their
-    lengths, its outputs flipped back, so the padding after a sequence is never read."""
-    outputs, lasts = [], []
-    for suffix in suffixes:
-        source = reverse_within_lengths(x, lengths) if suffix else x
-        out, last = run(source, suffix)
-        outputs.append(reverse_within_lengths(out, lengths) if suffix else out)
-        lasts.append(last)
-    return torch.cat(outputs, dim=-1), torch.cat(lasts, dim=-1)
+    """`run(sources, suffixes) -> (outputs, last states)`, one of each per direction, side by
+    side. Each runs forward in time, the reverse one ("_reverse") over the sequences flipped
+    within their lengths, its outputs flipped back, so the padding after a sequence is never
+    read."""
+    sources = [reverse_within_lengths(x, lengths) if suffix else x for suffix in suffixes]
+    outputs, lasts = run(sources, suffixes)
+    outputs = [
+        reverse_within_lengths(out, lengths) if suffix else out
+        for out, suffix in zip(outputs, suffixes, strict=True)
+    ]
+    return torch.cat(outputs, dim=-1), torch.cat(list(lasts), dim=-1)
+
+
+def each_direction(run):
+    """`run(source, suffix) -> (outputs, last state)` of one direction, as `over_directions`'
+    run of them all, one after another."""
+    return lambda sources, suffixes: tuple(zip(*map(run, sources, suffixes), strict=True))
 
 
 class CompiledRecurrent(nn.Module):
@@ -128,10 +135,11 @@ class CompiledRecurrent(nn.Module):
         lengths = lengths.to(x.device)
         keep = (torch.arange(x.shape[1], device=x.device)[:, None] < lengths).unsqueeze(-1)
         run = functools.partial(self._direction, keep=keep)
-        return over_directions(run, x, lengths, self.suffixes)
+        return over_directions(each_direction(run), x, lengths, self.suffixes)
 
-    @torch.compiler.disable  # the chunk loop stays in Python: lengths never recompile it
-    def _direction(self, x, suffix: str, keep):
+    def projections(self, x: torch.Tensor, suffix: str) -> tuple:
+        """One direction's input projections of all steps, time first [T, B, gates*H] (one
+        matrix product), its recurrent weights and biases (zeros where it has none)."""
         w_ih = getattr(self, f"weight_ih_l0{suffix}")
         w_hh = getattr(self, f"weight_hh_l0{suffix}")
         x = x.transpose(0, 1)  # time first: the products come out contiguous per step
@@ -142,7 +150,12 @@ class CompiledRecurrent(nn.Module):
         b_hh = getattr(self, f"bias_hh_l0{suffix}", None)
         if b_hh is None:
             b_hh = w_hh.new_zeros(w_hh.shape[0])
-        steps, batch = x.shape[:2]
+        return gx, w_hh, b_hh
+
+    @torch.compiler.disable  # the chunk loop stays in Python: lengths never recompile it
+    def _direction(self, x, suffix: str, keep):
+        gx, w_hh, b_hh = self.projections(x, suffix)
+        steps, batch = gx.shape[:2]
         padded = -steps % self.chunk  # whole chunks only: one compiled shape
         gx = F.pad(gx, (0, 0, 0, 0, 0, padded))
         keep = F.pad(keep, (0, 0, 0, 0, 0, padded))

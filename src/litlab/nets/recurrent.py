@@ -1,3 +1,5 @@
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -5,9 +7,10 @@ from torch.func import functional_call
 
 from litlab.errors import LitlabError
 from litlab.kernels import CompiledRecurrent
-from litlab.kernels.recurrent import CELLS, over_directions
+from litlab.kernels.recurrent import CELLS, each_direction, over_directions
 
-CELL_IMPLS = ("torch", "compiled")
+CELL_IMPLS = ("torch", "compiled", "triton")
+log = logging.getLogger(__name__)
 
 
 def run_padded(layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tuple:
@@ -35,7 +38,7 @@ def run_padded(layer: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tup
         out = functional_call(one_way, weights, (source,))[0]
         return out, out.gather(1, last).squeeze(1)
 
-    return over_directions(run, x, lengths, ("", "_reverse"))
+    return over_directions(each_direction(run), x, lengths, ("", "_reverse"))
 
 
 class RecurrentClassifier(nn.Module):
@@ -54,7 +57,10 @@ class RecurrentClassifier(nn.Module):
     `word_dropout` zeroes the embeddings of that share of the tokens in training (whole words,
     unscaled: a dropped word reads as no word), on top of `dropout` on the embedding units.
     `cell_impl="compiled"` runs the recurrence through `litlab.kernels.CompiledRecurrent`,
-    `chunk` steps per compiled graph; the state dict is the same either way.
+    `chunk` steps per compiled graph; `"triton"` through one Triton kernel per layer and
+    direction (`litlab.kernels.triton_recurrent`: a CUDA GPU, or Triton's interpreter), or
+    compiled cells where its recurrent weights would not fit on chip. The state dict is the
+    same in every case.
     """
 
     def __init__(
@@ -78,14 +84,30 @@ class RecurrentClassifier(nn.Module):
         if cell_impl not in CELL_IMPLS:
             raise ValueError(f"unknown cell_impl {cell_impl!r}; choose one of {list(CELL_IMPLS)}")
         self.keras_compatible = keras_compatible
-        self.compiled = cell_impl == "compiled"
+        layer_type = CompiledRecurrent
+        if cell_impl == "triton":
+            # imported here: Triton loads only for the nets that run it
+            from litlab.kernels.triton_recurrent import TritonRecurrent, fits_on_chip
+
+            if fits_on_chip(cell, hidden_size):
+                layer_type = TritonRecurrent
+            else:
+                log.warning(
+                    "cell_impl=triton: %s's recurrent weights for hidden_size=%d do not fit "
+                    "on chip; running compiled cells instead",
+                    cell,
+                    hidden_size,
+                )
+                cell_impl = "compiled"
+        self.cell_impl = cell_impl
+        self.compiled = cell_impl != "torch"  # litlab's masked layers, taking the lengths
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         directions = 2 if bidirectional else 1
         extra = 1 if keras_compatible else 0
         sizes = [embedding_dim] + [hidden_size * directions] * (num_layers - 1)
         options = dict(bias=not keras_compatible, bidirectional=bidirectional)
         self.layers = nn.ModuleList(
-            CompiledRecurrent(
+            layer_type(
                 cell,
                 size + extra,
                 hidden_size,
@@ -122,19 +144,21 @@ class RecurrentClassifier(nn.Module):
 
     def compile(self, *, mode: str | None = None, fullgraph: bool = False, **options) -> None:
         """Compile in place, as `nn.Module.compile`, with the compiled cells' chunks in `mode`
-        too. The recurrence stays out of the net's graph (the compiler leaves torch's RNN
-        layers to ATen; compiled cells run graphs of their own, one per chunk of steps,
-        whatever the length), so the net cannot compile as one full graph."""
-        if fullgraph:
+        too. With torch's or compiled cells the recurrence stays out of the net's graph (the
+        compiler leaves torch's RNN layers to ATen; compiled cells run graphs of their own,
+        one per chunk of steps, whatever the length), so only Triton's net compiles as one
+        full graph, its kernels traced into it."""
+        if fullgraph and self.cell_impl != "triton":
             raise LitlabError(
-                "model.compile.fullgraph=true cannot hold for a recurrent net: its recurrence "
-                "runs outside the net's graph (compiled cells compile each chunk of steps as "
-                "one full graph already); set model.compile.fullgraph=false"
+                "model.compile.fullgraph=true cannot hold for a recurrent net with "
+                f"cell_impl={self.cell_impl}: its recurrence runs outside the net's graph "
+                "(compiled cells compile each chunk of steps as one full graph already); set "
+                "model.compile.fullgraph=false, or model.net.cell_impl=triton on a GPU"
             )
         for layer in self.layers:
             if isinstance(layer, CompiledRecurrent):
                 layer.mode = mode
-        super().compile(mode=mode, **options)
+        super().compile(mode=mode, fullgraph=fullgraph, **options)
 
     def forward(self, batch) -> torch.Tensor:
         tokens, lengths = batch
