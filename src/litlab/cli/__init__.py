@@ -1,10 +1,18 @@
-"""Thin entry points over litlab.tasks and litlab.data.fetch."""
+"""Thin entry points over litlab.tasks and litlab.data.fetch.
 
+Each Hydra entry point composes its command line's config first (litlab.compose, no torch): a
+mistake in it is refused with one line before anything is imported or written.
+"""
+
+import argparse
 import os
 import sys
+from collections.abc import Sequence
 from contextlib import contextmanager
 
+from hydra._internal.utils import get_args_parser
 from hydra.errors import HydraException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from litlab.errors import LitlabError, first_line
@@ -36,3 +44,41 @@ def user_errors():
     except (LitlabError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {_message(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+def hydra_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as `@hydra.main` reads it (its options, then the overrides)."""
+    return get_args_parser().parse_args(list(argv[1:]))
+
+
+def composes_elsewhere(args: argparse.Namespace) -> bool:
+    """Whether the command line takes its configs from another place (left to Hydra), or asks
+    Hydra for something that composes no config."""
+    return bool(
+        args.config_path
+        or args.config_dir
+        or args.hydra_help
+        or args.shell_completion
+        or args.experimental_rerun
+    )
+
+
+def compose_command(config_name: str, overrides: Sequence[str], hydra: bool = False) -> DictConfig:
+    """The config a command line composes (see litlab.compose); a choice that does not exist or
+    an override that does not apply is one LitlabError line naming what there is."""
+    from litlab.api import compose
+
+    try:
+        return compose(config_name, overrides, hydra=hydra)
+    except (HydraException, OmegaConfBaseException) as err:
+        message = str(err).split("Config search path")[0]  # the choices, not the search path
+        raise LitlabError(" ".join(message.split())) from err
+
+
+def check_command(argv: Sequence[str], config_name: str) -> argparse.Namespace:
+    """Compose the config the command line asks for, refusing a mistake in it; the parsed
+    command line, for the checks of each entry point."""
+    args = hydra_arguments(argv)
+    if not (composes_elsewhere(args) or args.multirun):
+        compose_command(args.config_name or config_name, args.overrides)
+    return args
