@@ -13,14 +13,15 @@ from omegaconf import OmegaConf
 
 import litlab
 
-# Runs litlab-train's entry point and reports, on exit, which heavy libraries were imported.
+# Runs an entry point (litlab.cli.<argv[1]>) and reports, on exit, which heavy libraries it
+# imported.
 REPORTING_IMPORTS = """
-import atexit, json, sys
-from litlab.cli.train import main
+import atexit, importlib, json, sys
 heavy = ("torch", "lightning", "torchvision", "torchmetrics")
 atexit.register(lambda: print("imported:", json.dumps([m for m in heavy if m in sys.modules])))
-sys.argv = ["litlab-train", *sys.argv[1:]]
-main()
+tool = sys.argv.pop(1)
+sys.argv[0] = f"litlab-{tool}"
+importlib.import_module(f"litlab.cli.{tool}").main()
 """
 
 
@@ -37,10 +38,12 @@ def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def imports_of(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+def imports_of(
+    *args: str, cwd: Path, tool: str = "train"
+) -> tuple[subprocess.CompletedProcess, list[str]]:
     env = {k: v for k, v in os.environ.items() if k != "LITLAB_ROOT"} | {"HYDRA_FULL_ERROR": "0"}
     result = subprocess.run(
-        [sys.executable, "-c", REPORTING_IMPORTS, *args],
+        [sys.executable, "-c", REPORTING_IMPORTS, tool, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -126,6 +129,53 @@ def test_help_and_the_config_come_without_torch(tmp_path, args):
         assert OmegaConf.create(result.stdout.split("imported:")[0]).seed == 42
 
 
+@pytest.mark.parametrize(
+    ("tool", "args", "message"),
+    [
+        ("eval", ["trainer=nope"], "Could not find 'trainer/nope'"),
+        ("export", ["formats=onnx"], "Could not override 'formats'"),
+        ("predict", ["batch_sise=3"], "Could not override 'batch_sise'"),
+    ],
+)
+def test_the_other_entry_points_refuse_a_config_mistake_before_torch(tmp_path, tool, args, message):
+    result, imported = imports_of(*args, cwd=tmp_path, tool=tool)
+    assert message in error_line(result)
+    assert imported == [] and list(tmp_path.iterdir()) == []
+
+
+PROJECT_MODEL = """\
+_target_: litlab.models.Classifier
+_recursive_: false
+net:
+  _target_: my_nets.TinyCNN
+  input_shape: ${data.input_shape}
+  num_classes: ${data.num_classes}
+  width: 8
+num_classes: ${data.num_classes}
+"""
+
+
+def test_a_project_s_own_configs_are_checked_before_torch_too(tmp_path):
+    """--config-dir adds a project's configs: its own classes take their own settings, and
+    litlab's are still checked."""
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "tiny_cnn.yaml").write_text(PROJECT_MODEL)
+    shown, imported = imports_of(
+        "--config-dir=conf", "model=tiny_cnn", "--cfg", "job", cwd=tmp_path
+    )
+    assert shown.returncode == 0 and imported == [], shown.stderr[-3000:]
+    assert "my_nets.TinyCNN" in shown.stdout
+    for args, message in [
+        (["model=tiny_cnn", "model.num_classes=0"], "model.num_classes=0 must be a positive"),
+        (["-m", "model=tiny_cnn", "model.net.width=4,8", "data.batch_size=0"], "data.batch_size=0"),
+        (["model=tiny"], "Could not find 'model/tiny'"),
+    ]:
+        result, imported = imports_of("--config-dir=conf", *args, cwd=tmp_path)
+        assert message in error_line(result) and imported == []
+    assert [p.name for p in tmp_path.iterdir()] == ["conf"]
+
+
 def test_a_run_refused_once_hydra_made_its_directory_leaves_no_folder(tmp_path):
     """Missing data shows only when the data module looks for its files."""
     result = run_train(f"paths.data_dir={tmp_path / 'nodata'}", "debug=fdr", cwd=tmp_path)
@@ -154,6 +204,30 @@ def test_the_run_goes_where_a_fresh_run_would(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
-    for name in ("config.yaml", "metrics.json", ".hydra/overrides.yaml", "train.log"):
-        assert (run / name).is_file()
     assert OmegaConf.load(run / "config.yaml").paths.output_dir == str(run)
+    # What a run wrote by default before its checks moved ahead, it still writes.
+    for name in [
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "train.log",
+        "config.yaml",
+        "metrics.json",
+        "checkpoints/last.ckpt",
+        "pictures/learning_curves.png",
+        "pictures/confusion_matrix.png",
+    ]:
+        assert (run / name).is_file(), name
+    assert "test/acc" in json.loads((run / "metrics.json").read_text())["metrics"]
+
+
+def test_everything_on_by_default_still_is(tmp_path):
+    cfg = litlab.compose("train", [f"paths.output_dir={tmp_path}"])
+    assert set(cfg.callbacks) == {
+        "model_checkpoint",
+        "early_stopping",
+        "model_summary",
+        "rich_progress_bar",
+        "run_pictures",
+    }
+    assert cfg.callbacks.model_checkpoint.save_last and list(cfg.logger) == ["csv"]
+    assert (cfg.train, cfg.test, cfg.trainer.max_epochs) == (True, True, 5)

@@ -25,7 +25,11 @@ def compose(
         # Outside @hydra.main there is no runtime output dir: use the run dir Hydra would make.
         if OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False) is None:
             cfg.paths.output_dir = cfg.hydra.run.dir
-        if not hydra:
-            with open_dict(cfg):
-                del cfg["hydra"]
+    return cfg if hydra else without_hydra(cfg)
+
+
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The job's own config of one composed with Hydra's settings, as the job receives it."""
+    with open_dict(cfg):
+        del cfg["hydra"]
     return cfg

@@ -9,8 +9,10 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -52,15 +54,26 @@ def hydra_arguments(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def composes_elsewhere(args: argparse.Namespace) -> bool:
-    """Whether the command line takes its configs from another place (left to Hydra), or asks
-    Hydra for something that composes no config."""
+    """Whether the command line asks Hydra for what composes no config of litlab's, or for
+    configs from a place given relative to the script (both left to Hydra)."""
     return bool(
-        args.config_path
-        or args.config_dir
-        or args.hydra_help
-        or args.shell_completion
-        or args.experimental_rerun
+        args.config_path or args.hydra_help or args.shell_completion or args.experimental_rerun
     )
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """The command line's overrides, with its `--config-dir` as the search path entry it is
+    (Hydra adds that folder to the search path where `hydra.searchpath` adds its own)."""
+    overrides = list(args.overrides)
+    if args.config_dir is None:
+        return overrides
+    folder = Path(args.config_dir).absolute()
+    if not folder.is_dir():
+        raise LitlabError(f"--config-dir={args.config_dir}: there is no folder {folder}")
+    given = [o for o in overrides if o.startswith("hydra.searchpath=")]
+    rest = [o for o in overrides if not o.startswith("hydra.searchpath=")]
+    paths = OverridesParser.create().parse_override(given[-1]).value() if given else []
+    return [*rest, f"hydra.searchpath=[{','.join(map(repr, [f'file://{folder}', *paths]))}]"]
 
 
 def compose_command(config_name: str, overrides: Sequence[str], hydra: bool = False) -> DictConfig:
@@ -80,5 +93,5 @@ def check_command(argv: Sequence[str], config_name: str) -> argparse.Namespace:
     command line, for the checks of each entry point."""
     args = hydra_arguments(argv)
     if not (composes_elsewhere(args) or args.multirun):
-        compose_command(args.config_name or config_name, args.overrides)
+        compose_command(args.config_name or config_name, overrides_of(args))
     return args

@@ -15,11 +15,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from litlab import CONFIG_DIR
-from litlab.cli import compose_command, composes_elsewhere, hydra_arguments, user_errors
+from litlab.api import without_hydra
+from litlab.cli import (
+    compose_command,
+    composes_elsewhere,
+    hydra_arguments,
+    overrides_of,
+    user_errors,
+)
 from litlab.errors import LitlabError
 from litlab.resume import resumed_config, starting_checkpoint
 from litlab.schema import check_config
@@ -66,14 +73,12 @@ def check_sweep(argv: list[str]) -> None:
     exists and that every value swept fits it, so that a typo ends in one error line, not in
     failing jobs (Optuna samples its ranges only after starting, a cluster only after
     queueing)."""
-    if not sweeping(argv):
+    args = hydra_arguments(argv)
+    if not sweeping(argv) or composes_elsewhere(args):
         return
-    if any(arg.split("=", 1)[0] in _VALUE_OPTIONS for arg in argv):
-        return  # configs from elsewhere: leave them to Hydra
+    name = args.config_name or "train"
     fixed, values = [], {}  # values: each swept key's values (none for Optuna's ranges)
-    for override in OverridesParser.create().parse_overrides(
-        [arg for arg in argv[1:] if not arg.startswith("-")]
-    ):
+    for override in OverridesParser.create().parse_overrides(overrides_of(args)):
         if not override.is_sweep_override():
             fixed.append(override.input_line)
             continue
@@ -83,10 +88,10 @@ def check_sweep(argv: list[str]) -> None:
             swept = []  # a range for Optuna to sample
         values[override.get_key_element()] = swept
     first = [f"{key}={swept[0]}" for key, swept in values.items() if swept]
-    cfg = compose_command("train", [*fixed, *first], hydra=True)
+    cfg = compose_command(name, [*fixed, *first], hydra=True)
     for key, swept in values.items():  # every choice and value swept must fit too
         for value in swept[1:]:
-            job = compose_command("train", [*fixed, *first, f"{key}={value}"])
+            job = compose_command(name, [*fixed, *first, f"{key}={value}"])
             check_config(job)
     swept = [key for key in values if not key.startswith("+")]
     swept += list(OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {})
@@ -96,9 +101,7 @@ def check_sweep(argv: list[str]) -> None:
                 f"cannot sweep {key}: the config has no such key; check its spelling "
                 f"(litlab-train --cfg job shows the config), or add one with +{key}=..."
             )
-    with open_dict(cfg):
-        del cfg["hydra"]
-    check_config(cfg)
+    check_config(without_hydra(cfg))
 
 
 def check_run(argv: list[str]) -> Path | None:
@@ -107,14 +110,12 @@ def check_run(argv: list[str]) -> Path | None:
     args = hydra_arguments(argv)
     if composes_elsewhere(args) or sweeping(argv):
         return None  # a sweep: see check_sweep
-    check_resume_command(argv)
-    cfg = compose_command(args.config_name or "train", args.overrides, hydra=True)
+    cfg = compose_command(args.config_name or "train", overrides_of(args), hydra=True)
     if args.help or args.cfg or args.info:
         return None  # they compose; that is all they need
+    check_resume_command(argv)
     choices = cfg.hydra.runtime.choices
-    with open_dict(cfg):
-        del cfg["hydra"]
-    check_config(cfg)
+    check_config(without_hydra(cfg))
     cfg = job_config(cfg, args.overrides, choices)
     check_config(cfg)  # a resumed run's own config
     starting_checkpoint(cfg)  # resuming needs a run; a fresh run may not overwrite one
@@ -127,6 +128,7 @@ def job_config(cfg: DictConfig, overrides: list[str], choices: dict) -> DictConf
     if not (cfg.get("resume") or cfg.get("ckpt_path") == "last"):
         return cfg
     parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = [o for o in parsed if not o.is_hydra_override()]  # Hydra's own, not the run's
     chosen = [o.input_line for o in parsed if o.key_or_group in choices]
     values = [o.key_or_group for o in parsed if o.key_or_group not in choices]
     return resumed_config(cfg, values, chosen)
