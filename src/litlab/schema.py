@@ -440,7 +440,7 @@ def _walk(value, where: str) -> None:
         for i in range(len(value)):
             if not OmegaConf.is_interpolation(value, i):
                 _walk(value[i], f"{where}[{i}]")
-    elif isinstance(value, DictConfig) and not value._is_none():
+    elif isinstance(value, DictConfig):
         named = "_target_" in value and not OmegaConf.is_interpolation(value, "_target_")
         target = value["_target_"] if named else None
         schema = SETTINGS.get(target) if isinstance(target, str) else None

@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from litlab.api import compose
 from litlab.errors import LitlabError, first_line
 
 # As with `python -m`, a project's own modules in the working directory can be named by
@@ -49,7 +50,8 @@ def user_errors():
 
 
 def hydra_arguments(argv: Sequence[str]) -> argparse.Namespace:
-    """The command line as `@hydra.main` reads it (its options, then the overrides)."""
+    """The command line as `@hydra.main` reads it (its options, then the overrides), by
+    Hydra's own parser."""
     return get_args_parser().parse_args(list(argv[1:]))
 
 
@@ -79,8 +81,6 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 def compose_command(config_name: str, overrides: Sequence[str], hydra: bool = False) -> DictConfig:
     """The config a command line composes (see litlab.compose); a choice that does not exist or
     an override that does not apply is one LitlabError line naming what there is."""
-    from litlab.api import compose
-
     try:
         return compose(config_name, overrides, hydra=hydra)
     except (HydraException, OmegaConfBaseException) as err:
@@ -88,10 +88,8 @@ def compose_command(config_name: str, overrides: Sequence[str], hydra: bool = Fa
         raise LitlabError(" ".join(message.split())) from err
 
 
-def check_command(argv: Sequence[str], config_name: str) -> argparse.Namespace:
-    """Compose the config the command line asks for, refusing a mistake in it; the parsed
-    command line, for the checks of each entry point."""
+def check_command(argv: Sequence[str], config_name: str) -> None:
+    """Compose the config the command line asks for, refusing a mistake in it."""
     args = hydra_arguments(argv)
     if not (composes_elsewhere(args) or args.multirun):
         compose_command(args.config_name or config_name, overrides_of(args))
-    return args
