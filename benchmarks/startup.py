@@ -19,7 +19,7 @@ from lightning.pytorch import Callback
 from report import DATA_DIR, write_section
 
 HERE = Path(__file__).resolve().parent
-REPEATS = 5
+REPEATS = 3
 STEP_REPEATS = 3
 
 
@@ -51,6 +51,7 @@ def to_first_step(train: str) -> float:
                 f"hydra.run.dir={folder}/run",
                 "++trainer.max_steps=1",
                 "++trainer.limit_val_batches=0",
+                "callbacks.early_stopping=null",  # it needs a validation epoch at the end
                 "test=false",
                 "+callbacks.first_step._target_=startup.FirstStep",
             ],
