@@ -19,7 +19,9 @@ from litlab.errors import LitlabError
 from litlab.files import atomic_write
 from litlab.loggers import finish_tracking, start_tracking
 from litlab.models import Classifier
-from litlab.resume import rescheduled, resumed_config, starting_checkpoint  # noqa: F401 (here too)
+
+# Resuming is litlab.resume's (no torch there); its names stay importable from here.
+from litlab.resume import rescheduled, resumed_config, starting_checkpoint  # noqa: F401
 from litlab.schema import check_config
 
 log = logging.getLogger(__name__)
