@@ -162,6 +162,9 @@ def test_the_schema_s_choices_are_the_code_s():
         (["seed=1.5"], "seed=1.5 is not an integer"),
         (["experiment=vae_pretrain_cnn", "pretrain.max_epochs=0"], "pretrain.max_epochs=0"),
         (["experiment=vae_mlp", "model.beta=-1"], "model.beta=-1 must be a non-negative"),
+        (["experiment=speedrun", "model.net.kernel_size=[5,0]"], "model.net.kernel_size=[5, 0]"),
+        (["experiment=speedrun", "model.scheduler.interval=batch"], "is not one of epoch, step"),
+        (["experiment=speedrun", "model.optimizer.betas=[0.7,1.2]"], "betas=[0.7, 1.2] is not"),
     ],
 )
 def test_a_value_that_does_not_fit_is_one_line_naming_its_key(tmp_path, overrides, message):

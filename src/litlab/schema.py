@@ -197,7 +197,7 @@ class SeedCNNNet(TypedDict, total=False):
 class ConvLayers(TypedDict, total=False):
     input_shape: Shape
     channels: list[PositiveInt]
-    kernel_size: PositiveInt
+    kernel_size: PositiveInt | list[PositiveInt]  # one for every block, or one per block
     pool: Pool
     pooled_blocks: Count | None
     activation: Activation
@@ -255,6 +255,8 @@ class ConvDecoderNet(TypedDict, total=False):
 
 class Adam(TypedDict, total=False):
     lr: Positive
+    betas: list[Share]
+    eps: Positive
     weight_decay: NonNegative
     fused: bool | None
 
@@ -265,14 +267,31 @@ class SGD(TypedDict, total=False):
     weight_decay: NonNegative
 
 
-class CosineAnnealing(TypedDict, total=False):
+class Schedule(TypedDict, total=False):
+    interval: Literal["epoch", "step"]  # when it steps (litlab.models.base reads it)
+
+
+class CosineAnnealing(Schedule, total=False):
     T_max: PositiveInt
     eta_min: NonNegative
 
 
-class StepSchedule(TypedDict, total=False):
+class StepSchedule(Schedule, total=False):
     step_size: PositiveInt
     gamma: Positive
+
+
+class OneCycle(Schedule, total=False):
+    max_lr: Positive
+    total_steps: PositiveInt | None
+    epochs: PositiveInt | None
+    steps_per_epoch: PositiveInt | None
+    pct_start: Annotated[float, Range(above=0, below=1)]
+    anneal_strategy: Literal["cos", "linear"]
+    cycle_momentum: bool
+    div_factor: Positive
+    final_div_factor: Positive
+    three_phase: bool
 
 
 # --- the Trainer, callbacks and loggers (Lightning's own take more settings) -----------------
@@ -385,6 +404,7 @@ SETTINGS: dict[str, type] = {
     "torch.optim.SGD": SGD,
     "torch.optim.lr_scheduler.CosineAnnealingLR": CosineAnnealing,
     "torch.optim.lr_scheduler.StepLR": StepSchedule,
+    "torch.optim.lr_scheduler.OneCycleLR": OneCycle,
     "lightning.pytorch.Trainer": Trainer,
     "lightning.pytorch.callbacks.ModelCheckpoint": ModelCheckpoint,
     "lightning.pytorch.callbacks.EarlyStopping": EarlyStopping,
