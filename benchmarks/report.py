@@ -25,6 +25,7 @@ one process on the same data. What each section compares against:
 
 | section | baseline |
 |---|---|
+| Start-up | `python -c "import torch"` and `python -c "import lightning"` |
 | MNIST input pipeline | torchvision's `MNIST` dataset, `ToTensor`, `Normalize` and `DataLoader` |
 | Training epoch | a hand-written loop, and bare Lightning: same net, batch, validation |
 | The article's CNN over seeds | none: `make train` itself, several seeds, native and AVX2 kernels |

@@ -12,6 +12,7 @@ import epoch_time
 import input_pipeline
 import seed_cnn_speed
 import speedrun
+import startup
 import text_accuracy
 import text_pipeline
 import vae
@@ -19,6 +20,7 @@ import vae
 from litlab.errors import first_line
 
 BENCHMARKS = (
+    startup,
     input_pipeline,
     epoch_time,
     seed_cnn_speed,

@@ -1,11 +1,17 @@
+import importlib
+import inspect
+import re
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
 from conftest import compose
 from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule, LightningModule
 
-from litlab import CONFIG_DIR
+from litlab import CONFIG_DIR, schema
+from litlab.errors import LitlabError
+from litlab.schema import OPEN, SETTINGS, check_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 DEBUGS = sorted(p.stem for p in (CONFIG_DIR / "debug").glob("*.yaml"))
@@ -65,3 +71,117 @@ def test_the_defaults_are_the_articles_setup(tmp_path):
     plain, named = compose(tmp_path), compose(tmp_path, "experiment=seed_cnn")
     for part in ("data", "model", "trainer"):
         assert plain[part] == named[part], part
+
+
+# --- the schema: every value of every shipped config by type and range ------------------------
+
+SPEEDS_AND_LOGGERS = [[], ["speed=cpu"], ["logger=many"], ["logger=mlflow"], ["logger=wandb"]]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_shipped_config_fits_the_schema(tmp_path, experiment):
+    for extra in [*SPEEDS_AND_LOGGERS, *([f"debug={d}"] for d in DEBUGS), ["scheduler=step"]]:
+        check_config(compose(tmp_path, f"experiment={experiment}", *extra))
+
+
+def shipped_targets() -> set[str]:
+    targets = set()
+    for path in CONFIG_DIR.rglob("*.yaml"):
+        targets |= set(re.findall(r"^\s*_target_:\s*(\S+)", path.read_text(), re.M))
+    return targets
+
+
+def test_every_class_the_configs_name_has_its_settings_listed():
+    assert shipped_targets() - {"litlab.nets.RNN"} <= set(SETTINGS)
+
+
+def accepted(cls) -> set[str]:
+    """The keyword arguments a class takes, through the `**kwargs` it passes to its bases."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD}
+        names |= {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names - {"self", "options"}  # options: what VAE hands its base itself
+
+
+@pytest.mark.parametrize("target", sorted(t for t in SETTINGS if t.startswith("litlab.")))
+def test_the_settings_listed_are_those_litlab_s_classes_take(target):
+    module, name = target.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    listed = set(get_type_hints(SETTINGS[target]))
+    if target in OPEN:  # takes more, passed on to Lightning's class
+        assert listed <= accepted(cls)
+    else:
+        assert listed == accepted(cls)
+
+
+def test_the_schema_s_choices_are_the_code_s():
+    from litlab.kernels.recurrent import CELLS
+    from litlab.models.autoencoder import RECONSTRUCTIONS
+    from litlab.models.base import COMPILE_MODES
+    from litlab.models.classifier import LOSSES
+    from litlab.nets.layers import ACTIVATIONS, POOLS
+    from litlab.nets.recurrent import CELL_IMPLS
+
+    for choices, code in [
+        (schema.Activation, ACTIVATIONS),
+        (schema.Pool, POOLS),
+        (schema.Cell, CELLS),
+        (schema.CellImpl, CELL_IMPLS),
+        (schema.CompileMode, COMPILE_MODES),
+        (schema.Reconstruction, RECONSTRUCTIONS),
+        (get_type_hints(schema.ClassifierModel)["loss"], LOSSES),
+    ]:
+        assert set(get_args(choices)) == set(code)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be a positive integer"),
+        (["trainer.precision=fp8"], "trainer.precision='fp8' is not one of 16-true"),
+        (["data.val_size=abc"], "data.val_size='abc' is not a positive integer"),
+        (["data.input_shape=[1,28]", "data.input_shape=[1,-28,28]"], "is not a list of positive"),
+        (["model.optimizer.lr=-0.1"], "model.optimizer.lr=-0.1 must be a positive number"),
+        (["optimizer=sgd", "model.optimizer.momentum=-1"], "must be a non-negative number"),
+        (["model.compile=fastest"], "model.compile='fastest' is not one of false, default"),
+        (["model.compile={mode:default,fullgraph:yes}"], "model.compile.fullgraph='yes' is not"),
+        (["model.compile={mode:default,graphs:2}"], "model.compile.graphs is not a setting"),
+        (["+model.net.width=3"], "model.net.width is not a setting of litlab.nets.SeedCNN"),
+        (["experiment=seed_rnn", "data.val_fraction=1.0"], "data.val_fraction=1.0 must be"),
+        (["experiment=gru_bbc", "model.net.cell=transformer"], "model.net.cell='transformer'"),
+        (["callbacks.early_stopping.patience=-1"], "callbacks.early_stopping.patience=-1"),
+        (["callbacks.rich_progress_bar.update_every=0"], "update_every=0 must be a positive"),
+        (["monitor_mode=maximum"], "monitor_mode='maximum' is not one of max, min"),
+        (["resume=always"], "resume='always' is not one of auto, auto_or_fresh, null"),
+        (["seed=1.5"], "seed=1.5 is not an integer"),
+        (["experiment=vae_pretrain_cnn", "pretrain.max_epochs=0"], "pretrain.max_epochs=0"),
+        (["experiment=vae_mlp", "model.beta=-1"], "model.beta=-1 must be a non-negative"),
+        (["experiment=speedrun", "model.net.kernel_size=[5,0]"], "model.net.kernel_size=[5, 0]"),
+        (["experiment=speedrun", "model.scheduler.interval=batch"], "is not one of epoch, step"),
+        (["experiment=speedrun", "model.optimizer.betas=[0.7,1.2]"], "betas=[0.7, 1.2] is not"),
+    ],
+)
+def test_a_value_that_does_not_fit_is_one_line_naming_its_key(tmp_path, overrides, message):
+    with pytest.raises(LitlabError) as refused:
+        check_config(compose(tmp_path, *overrides))
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_value_from_an_interpolation_is_checked_where_it_points_to(tmp_path):
+    with pytest.raises(LitlabError, match=r"^data.num_classes=0 must be"):
+        check_config(compose(tmp_path, "data.num_classes=0"))  # model.net.num_classes follows
+
+
+def test_a_user_s_own_class_takes_its_own_settings(tmp_path):
+    cfg = compose(tmp_path, "model=mlp", "model.net._target_=mypackage.Wide", "+model.net.width=9")
+    check_config(cfg)  # its settings are its own business
+    cfg = compose(tmp_path, "+callbacks.mine._target_=mypackage.Callback", "+callbacks.mine.x=1")
+    check_config(cfg)
+    with pytest.raises(LitlabError, match="model.optimizer.lr=0 must be"):  # ours still checked
+        check_config(compose(tmp_path, "model.net._target_=mypackage.Net", "model.optimizer.lr=0"))

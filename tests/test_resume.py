@@ -20,7 +20,8 @@ from litlab.cli.train import check_resume_command
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
 from litlab.loggers import CSVLogger
-from litlab.tasks import build_trainer, resumed_config, starting_checkpoint
+from litlab.resume import resumed_config, starting_checkpoint
+from litlab.tasks import build_trainer
 
 # Deterministic, with dropout: a resumed run must also draw the same dropout masks.
 RUN = [

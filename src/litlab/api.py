@@ -10,8 +10,11 @@ import litlab.resolvers  # noqa: F401  (registers run_id, used by the run direct
 from litlab import CONFIG_DIR
 
 
-def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
-    """The config `litlab-<config_name> <overrides>` would run, with its run directory fixed.
+def compose(
+    config_name: str = "train", overrides: Sequence[str] = (), hydra: bool = False
+) -> DictConfig:
+    """The config `litlab-<config_name> <overrides>` would run, with its run directory fixed;
+    `hydra` keeps Hydra's own settings in it too (the sweeper's, the config choices made).
 
     Hydra's global state is set up and torn down inside, so calling this again is safe.
     """
@@ -22,6 +25,11 @@ def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictCo
         # Outside @hydra.main there is no runtime output dir: use the run dir Hydra would make.
         if OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False) is None:
             cfg.paths.output_dir = cfg.hydra.run.dir
-        with open_dict(cfg):
-            del cfg["hydra"]
+    return cfg if hydra else without_hydra(cfg)
+
+
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The job's own config of one composed with Hydra's settings, as the job receives it."""
+    with open_dict(cfg):
+        del cfg["hydra"]
     return cfg

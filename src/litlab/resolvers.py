@@ -1,14 +1,19 @@
-"""OmegaConf resolvers the configs use; imported wherever a config is composed."""
+"""OmegaConf resolvers the configs use; imported wherever a config is composed.
+
+Importing this module stays cheap (no torch): every command line composes a config, and a
+mistaken one is refused before torch is imported.
+"""
 
 import secrets
 
-import torch
 from omegaconf import OmegaConf
 
 
 def fastest_cpu_precision() -> str:
     """bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX), where it
     measured faster; elsewhere bf16 is emulated and slower than fp32."""
+    import torch
+
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return "bf16-mixed" if native else "32-true"
 

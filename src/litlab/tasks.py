@@ -3,8 +3,6 @@
 import copy
 import json
 import logging
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,39 +21,15 @@ from litlab.files import atomic_write
 from litlab.loggers import finish_tracking, start_tracking
 from litlab.models import Classifier
 
+# Resuming is litlab.resume's (no torch there); its names stay importable from here.
+from litlab.resume import rescheduled, resumed_config, starting_checkpoint  # noqa: F401
+from litlab.schema import check_config
+
 log = logging.getLogger(__name__)
 
-# The values of `resume` (see conf/train.yaml).
-RESUME_MODES = (None, "auto", "auto_or_fresh")
 
-# Keys a typo or a wrong type would otherwise only break deep inside the Trainer.
-_POSITIVE_INTEGERS = ("trainer.max_epochs", "data.batch_size")
-_INTEGERS = ("seed",)
-_POSITIVE_NUMBERS = ("model.optimizer.lr",)
-MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Refuse values of the wrong type before anything is built or written."""
-    for key in _POSITIVE_INTEGERS + _INTEGERS + _POSITIVE_NUMBERS:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None:
-            continue
-        integer = key not in _POSITIVE_NUMBERS
-        kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            noun = "an integer" if integer else "a number"
-            raise LitlabError(
-                f"{key}={value!r} is not {noun}; pass e.g. {key}={'5' if integer else '0.001'}"
-            )
-        if key not in _INTEGERS and value <= 0:
-            raise LitlabError(f"{key}={value} must be positive")
-    matmul = cfg.float32_matmul_precision
-    if matmul not in MATMUL_PRECISIONS:
-        raise LitlabError(
-            f"float32_matmul_precision={matmul!r} is not one of {', '.join(MATMUL_PRECISIONS)}; "
-            "`high` lets fp32 matrix products use TF32 on GPUs that have it"
-        )
+def check_device(cfg: DictConfig) -> None:
+    """The one check of a config that needs torch: the accelerator it asks for is here."""
     if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise LitlabError(
             f"trainer.accelerator={cfg.trainer.accelerator} but torch sees no CUDA GPU here; "
@@ -120,6 +94,7 @@ def train(cfg: DictConfig) -> RunResult:
     `<run>/scratch`, adding those metrics as `scratch/...`.
     """
     check_config(cfg)
+    check_device(cfg)
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("pretrain") is None:
         return RunResult(fit(cfg), run_dir)
@@ -170,86 +145,6 @@ def derived(cfg: DictConfig, output_dir: Path, **changes) -> DictConfig:
         for key, value in changes.items():
             OmegaConf.update(stage, key, value, merge=False)
     return stage
-
-
-def _flat(cfg: DictConfig) -> dict:
-    """Every resolved leaf value of a config, by dotted key."""
-    out, todo = {}, [("", OmegaConf.to_container(cfg, resolve=True))]
-    while todo:
-        prefix, node = todo.pop()
-        for key, value in node.items():
-            if isinstance(value, dict) and value:
-                todo.append((f"{prefix}{key}.", value))
-            else:
-                out[f"{prefix}{key}"] = value
-    return out
-
-
-def resumed_config(
-    cfg: DictConfig, values: Sequence[str] = (), choices: Sequence[str] = ()
-) -> DictConfig:
-    """The config a resumed run goes on with: its own `config.yaml` in `paths.output_dir`, with
-    the values at the dotted keys `values` (given now, e.g. `trainer.max_epochs`) from `cfg`.
-
-    Config choices given now (`choices`, e.g. `experiment=mlp_relu`) must build the run it
-    is: a restart script may repeat its whole command line, but not swap the run's parts.
-    """
-    saved = Path(cfg.paths.output_dir) / "config.yaml"
-    if not saved.is_file():
-        return cfg  # it never got going: start as configured
-    resumed = OmegaConf.load(saved)
-    for key in ("paths.output_dir", "resume", "ckpt_path", *values):
-        OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
-    if choices:
-        now, before = _flat(cfg), _flat(resumed)
-        differ = [k for k in sorted(now.keys() | before.keys()) if now.get(k) != before.get(k)]
-        if differ:
-            key = differ[0]
-            raise LitlabError(
-                f"{' '.join(choices)} builds another run than the one in {saved.parent} "
-                f"({key}={now.get(key)!r}, there {before.get(key)!r}); leave the config "
-                "choices out to continue that run with its own config"
-            )
-    return resumed
-
-
-def rescheduled() -> bool:
-    """Whether a scheduler may run this job again after a preemption: a job started by submitit
-    (a rerun finds its own directory again) or one SLURM has requeued."""
-    return "SUBMITIT_EXECUTOR" in os.environ or os.environ.get("SLURM_RESTART_COUNT", "0") != "0"
-
-
-def starting_checkpoint(cfg: DictConfig) -> str | None:
-    """The checkpoint `fit` starts from: the run's own last.ckpt when resuming, else `ckpt_path`.
-
-    `resume=auto` (or `ckpt_path=last`) needs that last.ckpt; `auto_or_fresh`, the default for a
-    job a scheduler may rerun, starts as configured when there is none yet. A fresh run refuses
-    a directory that already holds a run, so nothing is overwritten.
-    """
-    resume, given = cfg.get("resume"), cfg.get("ckpt_path")
-    if resume not in RESUME_MODES:
-        raise LitlabError(f"resume={resume} is not one of auto, auto_or_fresh or null")
-    if given == "last":
-        resume, given = resume or "auto", None
-    if resume is None and rescheduled():
-        resume = "auto_or_fresh"
-    run_dir = Path(cfg.paths.output_dir)
-    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
-    last = Path(dirpath or run_dir / "checkpoints") / "last.ckpt"
-    if resume and last.is_file():
-        return str(last)
-    if resume == "auto":
-        raise LitlabError(
-            f"nothing to resume in {run_dir} (no {last}); name the run with "
-            "hydra.run.dir=<run directory>, or pass resume=auto_or_fresh to start fresh where "
-            "there is no checkpoint yet"
-        )
-    if resume is None and cfg.get("train", True) and last.is_file():
-        raise LitlabError(
-            f"{run_dir} already holds a run ({last}); continue it with resume=auto, or train "
-            "in a new directory"
-        )
-    return given
 
 
 def fit(cfg: DictConfig) -> dict[str, float]:

@@ -7,13 +7,14 @@ import hydra
 from omegaconf import DictConfig
 
 from litlab import CONFIG_DIR
-from litlab.cli import user_errors
-from litlab.predict import predict
+from litlab.cli import check_command, user_errors
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
     with user_errors():
+        from litlab.predict import predict  # torch and Lightning: only once it runs
+
         records = predict(cfg)
     for record in records:
         print(json.dumps(record))
@@ -22,6 +23,12 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {record['input']}: {record['error']}", file=sys.stderr)
     if failed:  # the rest was predicted; the status still says something was not
         sys.exit(1)
+
+
+def main() -> None:
+    with user_errors():
+        check_command(sys.argv, "predict")
+    run()
 
 
 if __name__ == "__main__":

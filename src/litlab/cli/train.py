@@ -1,13 +1,16 @@
-"""litlab-train: one run, or a sweep of runs (`-m`), of litlab.tasks.train."""
+"""litlab-train: one run, or a sweep of runs (`-m`), of litlab.tasks.train.
+
+Every refusal that needs only the config and the run directory comes first, before torch is
+imported and before Hydra makes a directory, so that a refused command writes nothing.
+"""
 
 import os
+import shutil
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import hydra
-import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -16,9 +19,17 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from litlab import CONFIG_DIR
-from litlab.cli import user_errors
+from litlab.api import without_hydra
+from litlab.cli import (
+    compose_command,
+    composes_elsewhere,
+    hydra_arguments,
+    overrides_of,
+    user_errors,
+)
 from litlab.errors import LitlabError
-from litlab.tasks import resumed_config, train
+from litlab.resume import resumed_config, starting_checkpoint
+from litlab.schema import check_config
 
 # Hydra's command-line options that take a value of their own.
 _VALUE_OPTIONS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
@@ -41,7 +52,7 @@ def sweeping(argv: list[str]) -> bool:
 
 
 def check_resume_command(argv: list[str]) -> None:
-    """Before Hydra makes a directory: a run to continue must be named, and exist."""
+    """A run to continue must be named, and exist."""
     if sweeping(argv):  # each job of a sweep finds its own directory
         return
     resume, ckpt_path = _value(argv, "resume"), _value(argv, "ckpt_path")
@@ -59,16 +70,15 @@ def check_resume_command(argv: list[str]) -> None:
 
 def check_sweep(argv: list[str]) -> None:
     """Before a sweep writes anything: compose its first job and check that every swept key
-    exists, so that a typo ends in one error line, not in failing jobs (Optuna samples its
-    ranges only after starting, a cluster only after queueing)."""
-    if not sweeping(argv):
+    exists and that every value swept fits it, so that a typo ends in one error line, not in
+    failing jobs (Optuna samples its ranges only after starting, a cluster only after
+    queueing)."""
+    args = hydra_arguments(argv)
+    if not sweeping(argv) or composes_elsewhere(args):
         return
-    if any(arg.split("=", 1)[0] in _VALUE_OPTIONS for arg in argv):
-        return  # configs from elsewhere: leave them to Hydra
+    name = args.config_name or "train"
     fixed, values = [], {}  # values: each swept key's values (none for Optuna's ranges)
-    for override in OverridesParser.create().parse_overrides(
-        [arg for arg in argv[1:] if not arg.startswith("-")]
-    ):
+    for override in OverridesParser.create().parse_overrides(overrides_of(args)):
         if not override.is_sweep_override():
             fixed.append(override.input_line)
             continue
@@ -78,11 +88,11 @@ def check_sweep(argv: list[str]) -> None:
             swept = []  # a range for Optuna to sample
         values[override.get_key_element()] = swept
     first = [f"{key}={swept[0]}" for key, swept in values.items() if swept]
-    cfg = _compose([*fixed, *first])
-    for key, swept in values.items():  # every choice of a config group must exist too
-        if key in cfg.hydra.runtime.choices:
-            for value in swept[1:]:
-                _compose([*fixed, *first, f"{key}={value}"])
+    cfg = compose_command(name, [*fixed, *first], hydra=True)
+    for key, swept in values.items():  # every choice and value swept must fit too
+        for value in swept[1:]:
+            job = compose_command(name, [*fixed, *first, f"{key}={value}"])
+            check_config(job)
     swept = [key for key in values if not key.startswith("+")]
     swept += list(OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {})
     for key in swept:
@@ -91,27 +101,37 @@ def check_sweep(argv: list[str]) -> None:
                 f"cannot sweep {key}: the config has no such key; check its spelling "
                 f"(litlab-train --cfg job shows the config), or add one with +{key}=..."
             )
+    check_config(without_hydra(cfg))
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-            return compose("train", overrides=overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as err:
-        message = str(err).split("Config search path")[0]  # the choices, not the search path
-        raise LitlabError(" ".join(message.split())) from err
+def check_run(argv: list[str]) -> Path | None:
+    """Refuse a single run whose config or run directory is wrong, before Hydra makes that
+    directory; the directory the run will write (None for what is not a run to check here)."""
+    args = hydra_arguments(argv)
+    if composes_elsewhere(args) or sweeping(argv):
+        return None  # a sweep: see check_sweep
+    cfg = compose_command(args.config_name or "train", overrides_of(args), hydra=True)
+    if args.help or args.cfg or args.info:
+        return None  # they compose; that is all they need
+    check_resume_command(argv)
+    choices = cfg.hydra.runtime.choices
+    check_config(without_hydra(cfg))
+    cfg = job_config(cfg, args.overrides, choices)
+    check_config(cfg)  # a resumed run's own config
+    starting_checkpoint(cfg)  # resuming needs a run; a fresh run may not overwrite one
+    return Path(cfg.paths.output_dir).resolve()
 
 
-def job_config(cfg: DictConfig) -> DictConfig:
-    """For a resumed run, its own config with the values this command line sets (see
-    litlab.tasks.resumed_config); otherwise `cfg` as Hydra composed it."""
+def job_config(cfg: DictConfig, overrides: list[str], choices: dict) -> DictConfig:
+    """For a resumed run, its own config with the values the command line's `overrides` set
+    (see litlab.resume.resumed_config; `choices`: the config groups chosen); otherwise `cfg`."""
     if not (cfg.get("resume") or cfg.get("ckpt_path") == "last"):
         return cfg
-    job = HydraConfig.get()
-    overrides = OverridesParser.create().parse_overrides(list(job.overrides.task))
-    choices = [o.input_line for o in overrides if o.key_or_group in job.runtime.choices]
-    values = [o.key_or_group for o in overrides if o.key_or_group not in job.runtime.choices]
-    return resumed_config(cfg, values, choices)
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    parsed = [o for o in parsed if not o.is_hydra_override()]  # Hydra's own, not the run's
+    chosen = [o.input_line for o in parsed if o.key_or_group in choices]
+    values = [o.key_or_group for o in parsed if o.key_or_group not in choices]
+    return resumed_config(cfg, values, chosen)
 
 
 @contextmanager
@@ -144,6 +164,8 @@ def sweep_job():
         yield
     finally:
         sys.argv = argv
+        import torch
+
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         for key, value in ranks.items():
@@ -153,19 +175,52 @@ def sweep_job():
                 os.environ[key] = value
 
 
+# The folders this command makes for its run directory, deepest first (see main).
+_new_folders: list[Path] = []
+
+
+def holds_results(run_dir: Path) -> bool:
+    return any(run_dir.rglob("*.ckpt")) or any(run_dir.rglob("metrics.json"))
+
+
+@contextmanager
+def nothing_left_if_refused():
+    """A single run refused once Hydra has made its directory (missing data, a model that does
+    not log the monitored metric, a checkpoint of another model) leaves no directory behind:
+    the one this command made goes, unless something in it is worth keeping."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    try:
+        yield
+    except (LitlabError, HydraException, OmegaConfBaseException):
+        if _new_folders and run_dir == _new_folders[0] and not holds_results(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for folder in _new_folders[1:]:  # logs/train/runs, where this made them
+                with suppress(OSError):
+                    folder.rmdir()  # only if still empty
+        raise
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def run(cfg: DictConfig) -> float | None:
     """One job; returns `optimized_metric` to a sweeper (Optuna maximizes or minimizes it)."""
-    with user_errors(), sweep_job():
-        cfg = job_config(cfg)
+    with user_errors(), nothing_left_if_refused(), sweep_job():
+        from litlab.tasks import train  # torch and Lightning: only once a run starts
+
+        job = HydraConfig.get()
+        cfg = job_config(cfg, list(job.overrides.task), job.runtime.choices)
         metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 
 
 def main() -> None:
     with user_errors():
-        check_resume_command(sys.argv)
+        run_dir = check_run(sys.argv)
         check_sweep(sys.argv)
+    if run_dir is not None and not run_dir.exists():
+        # Hydra names a run directory anew each time it composes (a timestamp, a random id):
+        # hold it to the one checked, so that a refusal knows what this command made.
+        sys.argv.append(f'hydra.run.dir="{run_dir}"')
+        _new_folders.extend(p for p in (run_dir, *run_dir.parents) if not p.exists())
     run()
 
 
