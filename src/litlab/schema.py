@@ -61,7 +61,7 @@ Shape = list[PositiveInt]
 Activation = Literal["relu", "sigmoid", "tanh"]
 Pool = Literal["max", "avg"]
 Cell = Literal["rnn", "lstm", "gru"]
-CellImpl = Literal["torch", "compiled"]
+CellImpl = Literal["torch", "compiled", "triton"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 Reconstruction = Literal["bce", "mse"]
 Resume = Literal["auto", "auto_or_fresh"]
@@ -149,6 +149,24 @@ class TextData(Loading, total=False):
     pool_batches: PositiveInt
     pad_to_multiple_of: PositiveInt
     tokenizer_dir: str | None
+
+
+class ImageFolderData(TypedDict, total=False):
+    root: str
+    num_classes: PositiveInt
+    channels: Literal[1, 3]
+    image_size: PositiveInt | None
+    input_shape: Shape | None
+    mean: float | list[float] | None
+    std: Positive | list[Positive] | None
+    val_fraction: Share
+    test_fraction: Share
+    labelled: PositiveInt | None
+    seed: int
+    batch_size: PositiveInt
+    eval_batch_size: PositiveInt
+    save_dir: str | None
+    num_workers: Count
 
 
 # --- models and nets -------------------------------------------------------------------------
@@ -387,6 +405,7 @@ class Wandb(TypedDict, total=False):
 SETTINGS: dict[str, type] = {
     "litlab.data.MNISTDataModule": MNISTData,
     "litlab.data.TextDataModule": TextData,
+    "litlab.data.ImageFolderDataModule": ImageFolderData,
     "litlab.models.Classifier": ClassifierModel,
     "litlab.models.Autoencoder": AutoencoderModel,
     "litlab.models.VAE": VAEModel,
