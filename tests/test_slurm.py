@@ -224,8 +224,7 @@ def test_ddp_in_a_slurm_job_of_2_tasks_matches_1_process_on_the_same_global_batc
     assert (sweep / "0" / "train.log").read_text().count("run directory:") == 1
 
 
-# Long enough (a minute on an idle machine of our kind) to be mid-run when SLURM signals it, at
-# most 50 s after it starts (see below).
+# Long enough to be mid-run half a minute after its first epoch, also on a fast machine.
 LONG = [*RUN, "data.labelled=6000", "trainer.max_epochs=14"]
 
 
@@ -233,18 +232,21 @@ def test_a_job_at_its_time_limit_is_signalled_requeued_and_finishes_with_the_sam
     cluster, tmp_path, mnist
 ):
     sweep = tmp_path / "sweep"
-    # A 1-minute limit, signalled 10 s before it: SLURM checks limits every 30 s and signals
-    # up to 30 s early, so SIGUSR2 comes 20 to 50 s after the job starts (after its start-up,
-    # when submitit's handler is in place).
-    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=10"]
+    # SLURM sends SIGUSR2 signal_delay_s before a job's time limit, and up to 30 s earlier (it
+    # checks limits every 30 s). Once the job trains (submitit's handler in place), its limit is
+    # cut to 2 minutes from its start: within 90 s of it, so the signal comes at the next check.
+    limit = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=90"]
     job = sweep_process(*SLURM, *limit, *LONG, f"hydra.sweep.dir={sweep}")
     whole = sweep_process(*LONG, f"hydra.sweep.dir={tmp_path / 'whole'}")  # meanwhile, here
+    last = sweep / "0" / "checkpoints" / "last.ckpt"
     try:
         job_id = wait_for(lambda: queued(sweep), job)
+        wait_for(last.is_file, job)
+        cluster.run("scontrol", "update", f"jobid={job_id}", "TimeLimit=2")
         wait_for(lambda: show_job(cluster, job_id)["Restarts"] == "1", job)  # it requeued itself
         wait_for(lambda: show_job(cluster, job_id)["JobState"] == "PENDING", job)
         assert not (sweep / "0" / "metrics.json").exists()  # signalled mid-run
-        # Start the rerun now rather than after SLURM's requeue delay, with the time to finish.
+        # Start the rerun now rather than after SLURM's requeue delay, with time to finish.
         cluster.run("scontrol", "update", f"jobid={job_id}", "StartTime=now", "TimeLimit=10")
         _, stderr = job.communicate(timeout=300)
         whole.communicate(timeout=300)
@@ -255,6 +257,7 @@ def test_a_job_at_its_time_limit_is_signalled_requeued_and_finishes_with_the_sam
     log = job_log(sweep, job_id)
     assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log
     assert "Requeued job" in log
+    assert f"Restoring states from the checkpoint path at {last}" in log
     assert read_metrics(sweep / "0") == read_metrics(tmp_path / "whole" / "0")  # bitwise
     assert_one_run(sweep / "0", epochs=14)
 
