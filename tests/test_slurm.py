@@ -76,6 +76,13 @@ def show_job(cluster, job_id: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in fields if "=" in field)
 
 
+def requeued(cluster, job_id: str) -> bool:
+    """Whether SLURM holds the job again, its last run's processes gone: squeue shows a job
+    still COMPLETING while scontrol already says PENDING, and starting it then races them."""
+    state = cluster.run("squeue", "--noheader", "--format=%T|%r", f"--jobs={job_id}")
+    return state.strip() == "PENDING|BeginTime"  # SLURM holds a requeued job a while
+
+
 def wait_for(condition, *processes: subprocess.Popen, timeout: float = 300):
     deadline = time.monotonic() + timeout
     while not (found := condition()):
@@ -143,8 +150,7 @@ def test_a_job_requeued_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run
         job_id = wait_for(lambda: queued(sweep), job)
         wait_for(last.is_file, job)  # epoch 0 is saved: preempt epoch 1
         cluster.run("scontrol", "requeue", job_id)
-        wait_for(lambda: show_job(cluster, job_id)["JobState"] == "PENDING", job)
-        assert show_job(cluster, job_id)["Reason"] == "BeginTime"  # SLURM holds it a while
+        wait_for(lambda: requeued(cluster, job_id), job)
         assert load_checkpoint(last)["epoch"] < 2  # preempted mid-run
         cluster.run("scontrol", "update", f"jobid={job_id}", "StartTime=now")
         _, stderr = job.communicate(timeout=300)
@@ -244,7 +250,7 @@ def test_a_job_at_its_time_limit_is_signalled_requeued_and_finishes_with_the_sam
         wait_for(last.is_file, job)
         cluster.run("scontrol", "update", f"jobid={job_id}", "TimeLimit=2")
         wait_for(lambda: show_job(cluster, job_id)["Restarts"] == "1", job)  # it requeued itself
-        wait_for(lambda: show_job(cluster, job_id)["JobState"] == "PENDING", job)
+        wait_for(lambda: requeued(cluster, job_id), job)
         assert not (sweep / "0" / "metrics.json").exists()  # signalled mid-run
         # Start the rerun now rather than after SLURM's requeue delay, with time to finish.
         cluster.run("scontrol", "update", f"jobid={job_id}", "StartTime=now", "TimeLimit=10")

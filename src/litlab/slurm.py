@@ -66,6 +66,13 @@ def check_cluster(partition: str | None) -> bool:
     return "accounting_storage/none" not in config
 
 
+# The states squeue shows for a job that is over. It also shows passing ones that submitit does
+# not know as such (SIGNALING while a time-limit signal goes out, STAGE_OUT, ...): those are
+# the job still in SLURM's hands.
+_ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+_ENDED |= {"OUT_OF_MEMORY", "ENDED"}
+
+
 class QueueWatcher(slurm.SlurmInfoWatcher):
     """Job states from `squeue`, for clusters without accounting. A job squeue no longer knows
     has ended (SLURM forgets a finished job after MinJobAge, 300 s by default)."""
@@ -85,7 +92,8 @@ class QueueWatcher(slurm.SlurmInfoWatcher):
             states = self.read_info("JobID|State|NodeList\n" + listed.stdout)
             known = [key for key in self._registered if key.split("_")[0] == job_id]
             for key in known:
-                self._info_dict[key] = states.get(key, {"State": "ENDED"})
+                state = states.get(key, {"State": "ENDED"})["State"]
+                self._info_dict[key] = {"State": state if state in _ENDED else "RUNNING"}
         self._last_status_check = time.time()
         for job_id in self._registered - self._finished:
             if self.is_done(job_id, mode="cache"):
