@@ -6,12 +6,15 @@ INSTALLED := $(VENV)/.installed
 # Datasets fetched by `make data` (Fashion-MNIST comes from Debian's packages).
 DATASETS ?= mnist fashion_mnist bbc_news tweets_sentiment rotten_tomatoes
 ARGS ?=
+# A one-node SLURM cluster for the tests and `make slurm-up` (tests/slurm_cluster.py).
+SLURM_PACKAGES ?= slurm-wlm munge
 
-.PHONY: help install data train test bench lint format clean distclean
+.PHONY: help install data train test bench lint format clean distclean slurm slurm-up slurm-down
 
 help:
 	@echo "make train [ARGS='experiment=mlp_relu ...']  train (default: the article's CNN on MNIST)"
 	@echo "make test                                     the test suite (installs and fetches first)"
+	@echo "make slurm-up | slurm-down                     a one-node SLURM cluster on this machine"
 	@echo "make data | bench | lint | format | clean | distclean"
 
 $(INSTALLED): pyproject.toml
@@ -28,8 +31,24 @@ train: $(INSTALLED)
 	$(BIN)/litlab-data mnist
 	$(BIN)/litlab-train $(ARGS)
 
-test: data
+test: data slurm
 	$(BIN)/pytest
+
+# Debian's SLURM and munge where apt-get is (as root) and they are missing; elsewhere the SLURM
+# tests skip and say how to get them.
+slurm:
+	@for tool in slurmctld slurmd sbatch munged; do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES); \
+		else echo "SLURM is not installed (apt-get install $(SLURM_PACKAGES), as root)"; fi; \
+	fi
+
+slurm-up: slurm
+	$(PYTHON) tests/slurm_cluster.py up
+
+slurm-down:
+	$(PYTHON) tests/slurm_cluster.py down
 
 bench: data
 	$(BIN)/python benchmarks/run.py

@@ -1,10 +1,13 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import slurm_cluster
 
 import litlab
 
@@ -100,3 +103,17 @@ def bbc_lstm_run(tmp_path_factory) -> Path:
         )
     )
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def slurm() -> slurm_cluster.Cluster:
+    """A one-node SLURM cluster for the session (tests/slurm_cluster.py), stopped at its end."""
+    reason = slurm_cluster.missing()
+    if reason:
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="litlab-slurm-"))  # short: it holds munge's socket
+    try:
+        yield slurm_cluster.start(folder)
+    finally:
+        slurm_cluster.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)

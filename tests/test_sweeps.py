@@ -163,8 +163,9 @@ def test_the_slurm_launcher_runs_one_task_per_gpu_and_ddp_takes_the_node_count(m
     assert type(launcher).__name__ == "SlurmLauncher"
     assert (launcher.params["nodes"], launcher.params["tasks_per_node"]) == (2, 4)
     assert launcher.params["max_num_timeout"] > 0  # requeued at the time limit, then resumed
-    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")  # as SLURM sets it in the job
-    assert cfg.trainer.num_nodes == 2
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")  # as SLURM sets them in the job
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4")
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 4)
 
 
 def assert_one_line_error(result, *fragments):

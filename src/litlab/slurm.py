@@ -1,0 +1,164 @@
+"""litlab on SLURM: the launcher behind `hydra/launcher=slurm`.
+
+It is hydra-submitit-launcher's, with what a user needs when a cluster is not as expected: the
+cluster is asked before anything is queued or written (sbatch there, the controller answering,
+the partition one it has), a job that fails names its log file, and on a cluster that keeps no
+accounting (where `sacct` cannot answer and submitit warns at every poll) the jobs' states come
+from `squeue` instead.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from submitit.core.utils import FailedJobError, JobPaths, UncompletedJobError
+from submitit.slurm import slurm
+
+from litlab.cli import user_errors
+from litlab.errors import LitlabError, first_line
+
+_CLIENT_TIMEOUT_S = 60  # a controller that does not answer makes clients retry for a while
+
+
+def _client(*command: str) -> str:
+    """A SLURM client's output; a controller that does not answer is the user's to fix."""
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=_CLIENT_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        raise LitlabError(
+            f"the SLURM controller did not answer `{' '.join(command)}` in {_CLIENT_TIMEOUT_S} s; "
+            "check that `sinfo` works here (SLURM_CONF names the cluster's slurm.conf)"
+        ) from err
+    if done.returncode != 0:
+        reason = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        raise LitlabError(
+            f"the SLURM controller does not answer ({command[0]}: {reason}); check that `sinfo` "
+            "works here (SLURM_CONF names the cluster's slurm.conf)"
+        )
+    return done.stdout
+
+
+def check_cluster(partition: str | None) -> bool:
+    """Refuse a sweep this cluster cannot run; returns whether the cluster keeps accounting."""
+    if shutil.which("sbatch") is None:
+        raise LitlabError(
+            "hydra/launcher=slurm queues jobs with sbatch, which is not on PATH here; sweep from "
+            "a machine of the cluster (or load its slurm module), or run the jobs on this "
+            "machine with hydra/launcher=submitit_local"
+        )
+    partitions = sorted(set(_client("sinfo", "--noheader", "--format=%R").split()))
+    for asked in (partition or "").split(","):
+        if asked and asked not in partitions:
+            raise LitlabError(
+                f"hydra.launcher.partition={asked} is not a partition of this cluster; "
+                f"sinfo lists {', '.join(partitions)}"
+            )
+    config = _client("scontrol", "show", "config")
+    return "accounting_storage/none" not in config
+
+
+# The states squeue shows for a job that is over. It also shows passing ones that submitit does
+# not know as such (SIGNALING while a time-limit signal goes out, STAGE_OUT, ...): those are
+# the job still in SLURM's hands.
+_ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+_ENDED |= {"OUT_OF_MEMORY", "ENDED"}
+
+
+class QueueWatcher(slurm.SlurmInfoWatcher):
+    """Job states from `squeue`, for clusters without accounting. A job squeue no longer knows
+    has ended (SLURM forgets a finished job after MinJobAge, 300 s by default)."""
+
+    def update(self) -> None:
+        self._num_calls += 1
+        for job_id in {x.split("_")[0] for x in self._registered - self._finished}:
+            listed = subprocess.run(
+                ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N"]
+                + [f"--jobs={job_id}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if listed.returncode != 0 and "Invalid job id" not in listed.stderr:
+                continue  # no answer this time: ask again at the next poll
+            states = self.read_info("JobID|State|NodeList\n" + listed.stdout)
+            known = [key for key in self._registered if key.split("_")[0] == job_id]
+            for key in known:
+                state = states.get(key, {"State": "ENDED"})["State"]
+                self._info_dict[key] = {"State": state if state in _ENDED else "RUNNING"}
+        self._last_status_check = time.time()
+        for job_id in self._registered - self._finished:
+            if self.is_done(job_id, mode="cache"):
+                self._finished.add(job_id)
+
+
+@contextmanager
+def _watched_by(watcher: slurm.SlurmInfoWatcher):
+    """Let submitit's SLURM jobs ask `watcher` for their states during one launch (all of its
+    jobs share the class's)."""
+    before = slurm.SlurmJob.watcher
+    slurm.SlurmJob.watcher = watcher
+    try:
+        yield
+    finally:
+        slurm.SlurmJob.watcher = before
+
+
+def _log_file(params: dict, job_id: str) -> Path:
+    """The log (stderr) of the first task of SLURM job `job_id`, as submitit names it."""
+    folder = Path(params["submitit_folder"].replace("%j", job_id))
+    return JobPaths(folder, job_id=job_id, task_id=0).stderr
+
+
+def _last_error(log: Path) -> str:
+    """The `error:` line a job's log ends with (litlab's own errors), else its last line."""
+    if not log.is_file():
+        return "it wrote no log"
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+    return (errors or lines or ["its log is empty"])[-1]
+
+
+class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    def setup(self, **kwargs) -> None:
+        with user_errors():
+            self.accounting = check_cluster(self.params.get("partition"))
+        super().setup(**kwargs)
+
+    def __call__(self, *args, **kwargs) -> JobReturn:
+        """One job, on the cluster: Hydra keeps a job's exception for the submitting process;
+        write it into the job's log too, where the error line points."""
+        ret = super().__call__(*args, **kwargs)
+        if ret.status == JobStatus.FAILED:
+            traceback.print_exception(ret._return_value, file=sys.stderr)
+        return ret
+
+    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        watcher = slurm.SlurmJob.watcher if self.accounting else QueueWatcher(delay_s=60)
+        with user_errors(), _watched_by(watcher):
+            try:
+                returns = super().launch(job_overrides, initial_job_idx)
+            except (UncompletedJobError, FailedJobError) as err:
+                # submitit names the job's result or log file: <folder>/<job>_<task>_...
+                log = Path(re.search(r"(\S+)_(?:result\.pkl|log\.err)", str(err))[1] + "_log.err")
+                job_id = log.name.rsplit("_", 2)[0]
+                raise LitlabError(
+                    f"SLURM job {job_id} ended without a result: {_last_error(log)}; its log: {log}"
+                ) from err
+            for ret in returns:
+                if ret.status == JobStatus.FAILED:
+                    log = _log_file(self.params, str(ret.hydra_cfg.hydra.job.id))
+                    error = ret._return_value
+                    raise LitlabError(
+                        f"job {ret.hydra_cfg.hydra.job.num} failed on the cluster "
+                        f"({type(error).__name__}: {first_line(error)}); its log: {log}"
+                    )
+        return returns

@@ -1,0 +1,368 @@
+"""litlab-train on a real SLURM cluster (a one-node cluster on this machine, see
+tests/slurm_cluster.py): sweeps, DDP tasks, preemption, time limits, Optuna, and the errors."""
+
+import csv
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DATA_DIR, cli_command, read_metrics, run_cli
+from omegaconf import OmegaConf
+
+from litlab.checkpoints import load_checkpoint
+
+pytestmark = pytest.mark.slurm
+
+# What a job may ask of this 2-CPU node without GPUs: two jobs run at once.
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.tasks_per_node=1",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.timeout_min=10",
+]
+# A job of a few seconds: 20 batches of an MLP, 2 validation and test batches.
+TINY = [
+    "experiment=mlp_relu",
+    "debug=limit",
+    "trainer.max_epochs=1",
+    "callbacks.rich_progress_bar=null",
+    f"paths.data_dir={DATA_DIR}",
+]
+# Deterministic, with dropout, three epochs of a few seconds: a job to interrupt.
+RUN = [
+    "experiment=mlp_relu",
+    "data.labelled=4000",
+    "model.net.dropout=0.2",
+    "trainer.max_epochs=3",
+    "+trainer.limit_test_batches=20",
+    "trainer.deterministic=true",
+    "callbacks.rich_progress_bar=null",
+    f"paths.data_dir={DATA_DIR}",
+]
+
+
+@pytest.fixture
+def cluster(slurm, monkeypatch):
+    """The session's cluster, found by every client (and litlab-train) through SLURM_CONF."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    return slurm
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def slurm_id(job_dir: Path) -> str:
+    """The SLURM job (array task) that ran a job of a sweep, as Hydra recorded it."""
+    return str(OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.job.id)
+
+
+def queued(sweep: Path) -> str | None:
+    """The SLURM id of a one-job sweep's job, once submitit has queued it."""
+    folders = (sweep / ".submitit").glob("*")
+    return next((p.name for p in folders if p.is_dir()), None)
+
+
+def job_log(sweep: Path, job_id: str) -> str:
+    """Everything the SLURM job's tasks wrote, over all of its runs."""
+    return "".join(p.read_text() for p in sorted((sweep / ".submitit").glob(f"{job_id}/*_log.*")))
+
+
+def show_job(cluster, job_id: str) -> dict[str, str]:
+    fields = cluster.run("scontrol", "show", "job", job_id).split()
+    return dict(field.split("=", 1) for field in fields if "=" in field)
+
+
+def requeued(cluster, job_id: str) -> bool:
+    """Whether SLURM holds the job again, its last run's processes gone: squeue shows a job
+    still COMPLETING while scontrol already says PENDING, and starting it then races them."""
+    state = cluster.run("squeue", "--noheader", "--format=%T|%r", f"--jobs={job_id}")
+    return state.strip() == "PENDING|BeginTime"  # SLURM holds a requeued job a while
+
+
+def wait_for(condition, *processes: subprocess.Popen, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        for process in processes:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return found
+
+
+def sweep_process(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*cli_command("litlab-train"), "-m", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+
+
+def assert_one_run(job_dir: Path, epochs: int) -> None:
+    """The job directory holds one run: its logs go on across restarts, each epoch once."""
+    rows = list(csv.DictReader((job_dir / "csv" / "metrics.csv").open()))
+    assert sorted(int(r["epoch"]) for r in rows if r["val/acc"]) == list(range(epochs))
+    assert (job_dir / "train.log").read_text().count("run directory:") == 1
+
+
+def test_a_2_job_sweep_runs_as_2_slurm_jobs_that_the_report_ranks(cluster, tmp_path, mnist):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "litlab-train",
+        "-m",
+        *SLURM,
+        *TINY,
+        "model.optimizer.lr=0.01,0.1",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sacct" not in result.stdout + result.stderr  # no accounting here, and no warnings
+    jobs = job_dirs(sweep)
+    assert [job.name for job in jobs] == ["0", "1"]
+    ids = [slurm_id(job) for job in jobs]
+    assert len(set(ids)) == 2
+    for job, job_id in zip(jobs, ids, strict=True):
+        done = lambda job_id=job_id: show_job(cluster, job_id)["JobState"] == "COMPLETED"  # noqa: E731
+        wait_for(done, timeout=60)
+        assert OmegaConf.load(job / "config.yaml").paths.output_dir == str(job.resolve())
+        assert "test/acc" in read_metrics(job)
+    report = run_cli("litlab-report", str(sweep))
+    assert report.returncode == 0, report.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "report.csv").open()))
+    best = [float(row["val/acc_best"]) for row in rows]
+    assert len(rows) == 2 and best == sorted(best, reverse=True)
+    assert {row["model.optimizer.lr"] for row in rows} == {"0.01", "0.1"}
+
+
+def test_a_job_requeued_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run(
+    cluster, tmp_path, mnist
+):
+    sweep = tmp_path / "sweep"
+    job = sweep_process(*SLURM, *RUN, f"hydra.sweep.dir={sweep}")
+    whole = sweep_process(*RUN, f"hydra.sweep.dir={tmp_path / 'whole'}")  # meanwhile, here
+    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    try:
+        job_id = wait_for(lambda: queued(sweep), job)
+        wait_for(last.is_file, job)  # epoch 0 is saved: preempt epoch 1
+        cluster.run("scontrol", "requeue", job_id)
+        wait_for(lambda: requeued(cluster, job_id), job)
+        assert load_checkpoint(last)["epoch"] < 2  # preempted mid-run
+        cluster.run("scontrol", "update", f"jobid={job_id}", "StartTime=now")
+        _, stderr = job.communicate(timeout=300)
+        whole.communicate(timeout=300)
+    finally:
+        job.kill()
+        whole.kill()
+    assert job.returncode == 0 and whole.returncode == 0, stderr[-3000:]
+    assert show_job(cluster, job_id)["Restarts"] == "1"
+    log = job_log(sweep, job_id)
+    assert "DUE TO JOB REQUEUE" in log or "Received SIGTERM" in log
+    assert f"Restoring states from the checkpoint path at {last}" in log
+    assert read_metrics(sweep / "0") == read_metrics(tmp_path / "whole" / "0")  # bitwise
+    assert_one_run(sweep / "0", epochs=3)
+
+
+# Per data set: a short deterministic run, and the batch sizes of each of 2 ranks and of 1
+# process (a limit on batches is per rank: evaluation too reads the same samples in both).
+DDP = {
+    "mnist": (
+        ["experiment=mlp_relu", "data.labelled=1000", "trainer.max_epochs=2"],
+        ["data.batch_size=16"],
+        ["data.batch_size=32"],
+    ),
+    "text": (
+        [
+            "data=rotten_tomatoes",
+            "model=lstm",
+            "optimizer=adam",
+            "data.bucketing=false",  # one global batch is the two ranks' halves of it
+            "data.max_len=32",
+            "debug=limit",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=10",
+        ],
+        ["data.batch_size=16", "data.eval_batch_size=128"],
+        ["data.batch_size=32", "data.eval_batch_size=256"],
+    ),
+}
+
+
+@pytest.mark.parametrize("data", DDP)
+def test_ddp_in_a_slurm_job_of_2_tasks_matches_1_process_on_the_same_global_batch(
+    cluster, tmp_path, mnist, data
+):
+    run, per_rank, one_process = DDP[data]
+    common = [
+        *run,
+        "trainer.deterministic=true",
+        "callbacks.rich_progress_bar=null",
+        f"paths.data_dir={DATA_DIR}",
+        "trainer=ddp_cpu",
+    ]
+    sweep = tmp_path / "sweep"
+    two_tasks = [*SLURM, "hydra.launcher.tasks_per_node=2", *per_rank]
+    job = sweep_process(*two_tasks, *common, f"hydra.sweep.dir={sweep}")
+    # One process on the whole batch, under the DDP strategy so that it shuffles as DDP does.
+    one = run_cli(
+        "litlab-train",
+        *common,
+        "trainer.devices=1",
+        *one_process,
+        f"hydra.run.dir={tmp_path / 'one'}",
+    )
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode == 0, stderr[-3000:]
+    assert one.returncode == 0, one.stderr[-3000:]
+    job_id = slurm_id(sweep / "0")
+    log = job_log(sweep, job_id)
+    # Lightning took the ranks from SLURM: two tasks of one job, one per rank.
+    assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log
+    assert show_job(cluster, job_id)["NumTasks"] == "2"
+    expected = read_metrics(tmp_path / "one")
+    assert read_metrics(sweep / "0").keys() == expected.keys()
+    for key, value in read_metrics(sweep / "0").items():
+        assert value == pytest.approx(expected[key], abs=1e-3), key
+    assert (sweep / "0" / "train.log").read_text().count("run directory:") == 1
+
+
+# Long enough to be mid-run half a minute after its first epoch, also on a fast machine.
+LONG = [*RUN, "data.labelled=6000", "trainer.max_epochs=14"]
+
+
+def test_a_job_at_its_time_limit_is_signalled_requeued_and_finishes_with_the_same_metrics(
+    cluster, tmp_path, mnist
+):
+    sweep = tmp_path / "sweep"
+    # SLURM sends SIGUSR2 signal_delay_s before a job's time limit, and up to 30 s earlier (it
+    # checks limits every 30 s). Once the job trains (submitit's handler in place), its limit is
+    # cut to 2 minutes from its start: within 90 s of it, so the signal comes at the next check.
+    limit = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=90"]
+    job = sweep_process(*SLURM, *limit, *LONG, f"hydra.sweep.dir={sweep}")
+    whole = sweep_process(*LONG, f"hydra.sweep.dir={tmp_path / 'whole'}")  # meanwhile, here
+    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    try:
+        job_id = wait_for(lambda: queued(sweep), job)
+        wait_for(last.is_file, job)
+        cluster.run("scontrol", "update", f"jobid={job_id}", "TimeLimit=2")
+        wait_for(lambda: show_job(cluster, job_id)["Restarts"] == "1", job)  # it requeued itself
+        wait_for(lambda: requeued(cluster, job_id), job)
+        assert not (sweep / "0" / "metrics.json").exists()  # signalled mid-run
+        # Start the rerun now rather than after SLURM's requeue delay, with time to finish.
+        cluster.run("scontrol", "update", f"jobid={job_id}", "StartTime=now", "TimeLimit=10")
+        _, stderr = job.communicate(timeout=300)
+        whole.communicate(timeout=300)
+    finally:
+        job.kill()
+        whole.kill()
+    assert job.returncode == 0 and whole.returncode == 0, stderr[-3000:]
+    log = job_log(sweep, job_id)
+    assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log
+    assert "Requeued job" in log
+    assert f"Restoring states from the checkpoint path at {last}" in log
+    assert read_metrics(sweep / "0") == read_metrics(tmp_path / "whole" / "0")  # bitwise
+    assert_one_run(sweep / "0", epochs=14)
+
+
+def test_an_optuna_search_whose_submitter_was_killed_continues_its_study_when_rerun(
+    cluster, tmp_path, mnist
+):
+    sweep = tmp_path / "search"
+    search = [
+        "hparams_search=mnist_optuna",  # the study in <sweep>/optuna.db
+        *SLURM,
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=2",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    first = sweep_process(*search)
+    try:  # kill the submitting process once its 2 trials run on the cluster
+        wait_for(lambda: all((sweep / str(n) / ".hydra").is_dir() for n in (0, 1)), first)
+    finally:
+        first.kill()
+        first.wait()
+    # The jobs go on without it (as squeue shows a user); the rerun finds what they reached.
+    wait_for(lambda: all((sweep / str(n) / "metrics.json").is_file() for n in (0, 1)))
+    again = run_cli("litlab-train", *search)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [t.name for t in job_dirs(sweep)] == ["0", "1", "2", "3"]  # none reused
+    study = optuna_study(sweep)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    for trial in study.trials:  # trial N's job is the directory N
+        assert trial.value == pytest.approx(read_metrics(sweep / str(trial.number))["val/acc_best"])
+    results = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert results.best_value == pytest.approx(max(t.value for t in study.trials))
+
+
+def optuna_study(sweep: Path):
+    import optuna
+
+    return optuna.load_study(study_name="train", storage=f"sqlite:///{sweep}/optuna.db")
+
+
+def assert_one_line_error(result, *fragments):
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_a_sweep_where_sbatch_is_missing_stops_before_any_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(Path(cli_command("litlab-train")[0]).parent))  # no SLURM
+    sweep = tmp_path / "sweep"
+    result = run_cli("litlab-train", "-m", *SLURM, *TINY, "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(result, "sbatch", "hydra/launcher=submitit_local")
+    assert not sweep.exists()
+
+
+def test_a_sweep_whose_controller_does_not_answer_stops_before_any_directory(
+    tmp_path, monkeypatch, slurm
+):
+    from slurm_cluster import free_port, write_conf
+
+    conf = write_conf(tmp_path, controller_port=free_port(), node_port=free_port())
+    monkeypatch.setenv("SLURM_CONF", str(conf))  # a controller nobody runs
+    sweep = tmp_path / "sweep"
+    result = run_cli("litlab-train", "-m", *SLURM, *TINY, "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(result, "controller does not answer", "Unable to contact", "sinfo")
+    assert not sweep.exists()
+
+
+def test_an_unknown_partition_is_refused_with_the_partitions_sinfo_lists(cluster, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "litlab-train",
+        "-m",
+        *SLURM,
+        "hydra.launcher.partition=gpu",
+        *TINY,
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert_one_line_error(result, "partition=gpu", "sinfo lists debug")
+    assert not sweep.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [  # litlab's own error in the job; an exception Lightning raises in it
+        (["paths.data_dir={empty}"], "MNIST not found"),
+        (["trainer=ddp_cpu", "trainer.devices=2"], "does not match. HINT: Set `devices=1`"),
+    ],
+    ids=["no-data-on-the-node", "devices-not-the-tasks"],
+)
+def test_a_job_that_fails_on_the_cluster_names_its_log_file(cluster, tmp_path, overrides, message):
+    sweep = tmp_path / "sweep"
+    empty = tmp_path / "empty"
+    empty.mkdir()  # what a node sees where the data was not copied to it
+    overrides = [o.format(empty=empty) for o in overrides]
+    result = run_cli("litlab-train", "-m", *SLURM, *TINY, *overrides, f"hydra.sweep.dir={sweep}")
+    job_id = slurm_id(sweep / "0")
+    log = sweep / ".submitit" / job_id / f"{job_id}_0_log.err"
+    assert_one_line_error(result, message, f"its log: {log}")
+    assert message in log.read_text()
