@@ -79,6 +79,7 @@ def test_the_wheel_holds_every_config(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {p.relative_to(litlab.CONFIG_DIR) for p in litlab.CONFIG_DIR.rglob("*.yaml")}
     assert shipped and {f"litlab/conf/{p.as_posix()}" for p in shipped} <= names
+    assert "hydra_plugins/litlab_plugins.py" in names  # where Hydra finds the SLURM launcher
 
 
 @pytest.fixture(scope="module")
