@@ -115,18 +115,6 @@ class EpochTimer(Callback):
         EpochTimer.seconds.append(time.perf_counter() - self._start)
 
 
-class FitTimer(Callback):
-    """Wall time of each `Trainer.fit`."""
-
-    seconds: list[float] = []
-
-    def on_fit_start(self, trainer, pl_module):
-        self._start = time.perf_counter()
-
-    def on_fit_end(self, trainer, pl_module):
-        FitTimer.seconds.append(time.perf_counter() - self._start)
-
-
 def write_section(name: str, title: str, body: str) -> None:
     """Replace (or append) the section `name` of docs/benchmarks.md: a script's name, with
     `_gpu` appended for its run on a GPU (by benchmarks/gpu.sh)."""

@@ -92,7 +92,9 @@ def shipped_targets() -> set[str]:
 
 
 def test_every_class_the_configs_name_has_its_settings_listed():
-    assert shipped_targets() - {"litlab.nets.RNN"} <= set(SETTINGS)
+    # the launcher's and sweeper's settings are Hydra's own (hydra.launcher, hydra.sweeper)
+    hydras = {target for target in shipped_targets() if target.startswith("hydra_plugins.")}
+    assert shipped_targets() - hydras - {"litlab.nets.RNN"} <= set(SETTINGS)
 
 
 def accepted(cls) -> set[str]:

@@ -167,7 +167,7 @@ def test_latent_dim_zero_is_a_clear_error(tmp_path):
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and errors == [
-        "error: model.latent_dim must be a positive integer, got 0"
+        "error: model.latent_dim=0 must be a positive integer"
     ]
 
 
