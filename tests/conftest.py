@@ -15,6 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
 BIN = Path(sys.executable).parent
 
+# Inductor's on-disk cache does not key its kernels by ATEN_CPU_CAPABILITY: a run that forces
+# the AVX2 kernels on an AVX-512 CPU would load kernels built for the other one, and compute
+# garbage. Such a run (and the processes it starts) keeps a cache of its own.
+if "ATEN_CPU_CAPABILITY" in os.environ:
+    os.environ.setdefault(
+        "TORCHINDUCTOR_CACHE_DIR",
+        os.path.join(tempfile.gettempdir(), f"torchinductor_{os.environ['ATEN_CPU_CAPABILITY']}"),
+    )
+
 
 def need_data(folder: str) -> Path:
     """The fetched dataset folder; `make test` fetches it first, a bare `pytest` may not have."""
