@@ -11,11 +11,13 @@ from omegaconf import OmegaConf
 
 def fastest_cpu_precision() -> str:
     """bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX), where it
-    measured faster; elsewhere bf16 is emulated and slower than fp32."""
+    measured faster; elsewhere bf16 is emulated and slower than fp32. Kernels held to AVX2
+    (ATEN_CPU_CAPABILITY=avx2) count as a CPU without it: oneDNN's then have no bf16 layers."""
     import torch
 
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bf16-mixed" if native else "32-true"
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    return "bf16-mixed" if native and avx512 else "32-true"
 
 
 # A short random id per process: run directories started in the same second stay apart.
