@@ -67,7 +67,15 @@ def commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             # the page the benchmarks write is not what they measure
-            [*git, "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{DOC}"],
+            [
+                *git,
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                f":(exclude){DOC.relative_to(root)}",
+            ],
             capture_output=True,
             text=True,
             check=True,
