@@ -19,6 +19,8 @@ from report import DATA_DIR, write_section
 
 SEEDS = (101, 102, 103, 104, 105)
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+AVX2_ROW = "AVX2 (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`)"
+ROWS = ("native", AVX2_ROW)
 TRAIN = Path(sys.executable).parent / "litlab-train"
 
 
@@ -54,7 +56,7 @@ def summary(values: list[float]) -> str:
 def main() -> dict:
     kernels = {"native": {}}
     if has_avx512():
-        kernels["AVX2 (`ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`)"] = AVX2
+        kernels[AVX2_ROW] = AVX2
     rows, everything = [], []
     for name, env in kernels.items():
         runs = [run(seed, env) for seed in SEEDS]

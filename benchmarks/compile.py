@@ -109,11 +109,14 @@ def train_step(cfg, compile=None, channels_last=False, fused=None, cell_impl=Non
     return step
 
 
+FASTEST = {"channels_last": True, "fused": True, "bf16": True}
+# Every variant of every experiment; `runs_here` picks those this machine runs.
 VARIANTS = {
     "mlp_relu": {
         "eager": {},
         "eager + fused Adam": {"fused": True},
         "compile": {"compile": "default"},
+        "compile reduce-overhead": {"compile": "reduce-overhead"},
     },
     "seed_cnn": {
         "eager": {},
@@ -126,60 +129,59 @@ VARIANTS = {
             "channels_last": True,
             "fused": True,
         },
+        "max-autotune + channels_last": {"compile": "max-autotune", "channels_last": True},
+        "compile reduce-overhead + channels_last": {
+            "compile": "reduce-overhead",
+            "channels_last": True,
+        },
+        "channels_last + fused Adam + bf16": FASTEST,
+        "compile + channels_last + fused Adam + bf16": {**FASTEST, "compile": "default"},
+        "compile reduce-overhead + channels_last + fused Adam + bf16": {
+            **FASTEST,
+            "compile": "reduce-overhead",
+        },
     },
     "seed_rnn": {
         "torch cells": {},
         "compiled cells (masked)": {"cell_impl": "compiled"},
+        "compiled cells, compile reduce-overhead": {
+            "cell_impl": "compiled",
+            "compile": "reduce-overhead",
+        },
+        "triton kernels": {"cell_impl": "triton"},
+        # the whole net one graph, its kernels traced into it
+        "triton kernels, compile": {"cell_impl": "triton", "compile": "default"},
+        "torch cells + bf16": {"bf16": True},
+        "triton kernels + bf16": {"cell_impl": "triton", "bf16": True},
     },
     "gru_bbc": {
         "torch cells": {},
         "compiled cells (masked)": {"cell_impl": "compiled"},
+        "triton kernels": {"cell_impl": "triton"},
+        "triton kernels, compile": {"cell_impl": "triton", "compile": "default"},
     },
 }
-
-
-if DEVICE.type == "cpu":
-    VARIANTS["seed_cnn"]["max-autotune + channels_last"] = {
-        "compile": "max-autotune",
-        "channels_last": True,
-    }
-else:  # CUDA graphs: one replay per graph instead of a launch per kernel
-    VARIANTS["mlp_relu"]["compile reduce-overhead"] = {"compile": "reduce-overhead"}
-    VARIANTS["seed_cnn"]["compile reduce-overhead + channels_last"] = {
-        "compile": "reduce-overhead",
-        "channels_last": True,
-    }
-    VARIANTS["seed_rnn"]["compiled cells, compile reduce-overhead"] = {
-        "cell_impl": "compiled",
-        "compile": "reduce-overhead",
-    }
-    for experiment in ("seed_rnn", "gru_bbc"):
-        VARIANTS[experiment]["triton kernels"] = {"cell_impl": "triton"}
-        # the whole net one graph, its kernels traced into it
-        triton_compiled = {"cell_impl": "triton", "compile": "default"}
-        VARIANTS[experiment]["triton kernels, compile"] = triton_compiled
-
+ROWS = tuple(f"`{e}` | {name}" for e, variants in VARIANTS.items() for name in variants)
 # bf16 autocast where the device computes bf16 natively (a GPU, or a CPU with AVX512-BF16/AMX)
-if DEVICE.type == "cuda" or fastest_cpu_precision() == "bf16-mixed":
-    fastest = {"channels_last": True, "fused": True, "bf16": True}
-    VARIANTS["seed_cnn"]["channels_last + fused Adam + bf16"] = fastest
-    VARIANTS["seed_cnn"]["compile + channels_last + fused Adam + bf16"] = {
-        **fastest,
-        "compile": "default",
-    }
-    VARIANTS["seed_rnn"]["torch cells + bf16"] = {"bf16": True}
-    if DEVICE.type == "cuda":
-        VARIANTS["seed_rnn"]["triton kernels + bf16"] = {"cell_impl": "triton", "bf16": True}
-        VARIANTS["seed_cnn"]["compile reduce-overhead + channels_last + fused Adam + bf16"] = {
-            **fastest,
-            "compile": "reduce-overhead",
-        }
+BF16 = DEVICE.type == "cuda" or fastest_cpu_precision() == "bf16-mixed"
+
+
+def runs_here(options: dict) -> bool:
+    gpu = DEVICE.type == "cuda"
+    return (
+        (BF16 or not options.get("bf16"))
+        and (gpu or options.get("cell_impl") != "triton")
+        # CUDA graphs: one replay per graph instead of a launch per kernel
+        and (gpu or options.get("compile") != "reduce-overhead")
+        and (not gpu or options.get("compile") != "max-autotune")
+    )
 
 
 def train_steps() -> tuple[str, dict, float, dict]:
     """The table, speed ratios by (experiment, variant), the longest first step, the inputs."""
     rows, ratios, firsts, inputs_of = [], {}, [], {}
     for experiment, variants in VARIANTS.items():
+        variants = {name: options for name, options in variants.items() if runs_here(options)}
         cfg, inputs = batches(experiment, STEPS)
         inputs_of[experiment] = inputs
         median_ms({"warm-up": train_step(cfg)}, inputs[:12])  # the first row's start is fair

@@ -28,6 +28,7 @@ second. Wall times on this shared 2-core machine vary by about 5% from run to ru
 
 EPOCHS = 2
 NETS = {"MLP": "model=mlp", "SeedCNN": "model=seed_cnn"}
+ROWS = tuple(NETS)
 
 
 def config(model_override: str):

@@ -8,6 +8,9 @@ from torchvision import datasets, transforms
 from litlab.data import MNISTDataModule
 
 BATCH = 32
+THEIRS = "torchvision `MNIST` + `ToTensor` + `Normalize` + `DataLoader`"
+OURS = "litlab `MNISTDataModule.train_dataloader()`"
+ROWS = (THEIRS, OURS)
 
 
 def images_per_second(loader, limit: int) -> float:
@@ -38,10 +41,7 @@ def main() -> dict:
     images_per_second(dm.train_dataloader(), 2_000)  # warm-up
     ours = images_per_second(dm.train_dataloader(), 55_000)
     theirs = images_per_second(baseline, 20_000)
-    rows = [
-        ("torchvision `MNIST` + `ToTensor` + `Normalize` + `DataLoader`", theirs, 1.0),
-        ("litlab `MNISTDataModule.train_dataloader()`", ours, ours / theirs),
-    ]
+    rows = [(THEIRS, theirs, 1.0), (OURS, ours, ours / theirs)]
     table = "| pipeline (batch 32, shuffled, 1 process) | images/s | ratio |\n|---|---:|---:|\n"
     table += "".join(f"| {name} | {rate:,.0f} | {ratio:.1f}x |\n" for name, rate, ratio in rows)
     verdict = "met" if ours / theirs >= 20 else "missed"

@@ -21,6 +21,7 @@ import litlab
 SEEDS = (101, 102, 103, 104, 105)
 SPEED = "speed=gpu" if torch.cuda.is_available() else "speed=cpu"
 EXPERIMENTS = ("speedrun", "seed_cnn")
+ROWS = tuple(f"`experiment={e} {s}`" for s in ("speed=cpu", "speed=gpu") for e in EXPERIMENTS)
 
 
 def process_seconds(experiment: str) -> float:

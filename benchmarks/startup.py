@@ -63,22 +63,32 @@ def to_first_step(train: str) -> float:
         return float(stamp.read_text()) - start
 
 
+# row: the program in the venv and its arguments
+COMMANDS = {
+    '`python -c "import torch"`': ["python", "-c", "import torch"],
+    '`python -c "import lightning"`': ["python", "-c", "import lightning"],
+    "`litlab-train experiment=nope` (an error)": ["litlab-train", "experiment=nope"],
+    "`litlab-train trainer.max_epochs=abc` (an error)": ["litlab-train", "trainer.max_epochs=abc"],
+    "`litlab-train --help`": ["litlab-train", "--help"],
+}
+FIRST_STEP = "`litlab-train`: process start to first training step"
+ROWS = (*COMMANDS, FIRST_STEP)
+
+
 def measure(bin_dir: Path) -> list[tuple[str, float]]:
-    python, train = str(bin_dir / "python"), str(bin_dir / "litlab-train")
     with tempfile.TemporaryDirectory() as folder:  # the refusal may write nothing there
-        commands = {
-            '`python -c "import torch"`': [python, "-c", "import torch"],
-            '`python -c "import lightning"`': [python, "-c", "import lightning"],
-            "`litlab-train experiment=nope` (an error)": [train, "experiment=nope"],
-            "`litlab-train trainer.max_epochs=abc` (an error)": [train, "trainer.max_epochs=abc"],
-            "`litlab-train --help`": [train, "--help"],
-        }
         rows = [
-            (name, statistics.median(wall(cmd, cwd=folder) for _ in range(REPEATS)))
-            for name, cmd in commands.items()
+            (
+                name,
+                statistics.median(
+                    wall([str(bin_dir / program), *args], cwd=folder) for _ in range(REPEATS)
+                ),
+            )
+            for name, (program, *args) in COMMANDS.items()
         ]
+    train = str(bin_dir / "litlab-train")
     step = statistics.median(to_first_step(train) for _ in range(STEP_REPEATS))
-    return [*rows, ("`litlab-train`: process start to first training step", step)]
+    return [*rows, (FIRST_STEP, step)]
 
 
 def table(rows: list[tuple[str, float]]) -> str:

@@ -20,6 +20,7 @@ import litlab
 SEEDS = (101, 102, 103, 104, 105)
 # corpus: (experiment, goal)
 RUNS = {"bbc_news": ("seed_rnn", 0.95), "tweets_sentiment": ("rnn_tweets", 0.72)}
+ROWS = tuple(RUNS)
 
 
 def tfidf_baseline(splits) -> float:

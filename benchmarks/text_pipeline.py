@@ -7,6 +7,7 @@ from torch.utils.data import BatchSampler, RandomSampler
 from litlab.data.text import BucketBatchSampler, TextDataModule, encode, fit_tokenizer
 
 CORPORA = {"bbc_news": 5, "tweets_sentiment": 3, "rotten_tomatoes": 3}
+ROWS = tuple(CORPORA)
 BATCH = 32
 
 

@@ -1,5 +1,7 @@
 """make bench: a benchmark that cannot run here says why in one line, and the rest still run."""
 
+import re
+import subprocess
 import sys
 import types
 
@@ -32,3 +34,40 @@ def test_a_keras_python_that_is_not_there(monkeypatch):
     monkeypatch.setenv("KERAS_PYTHON", "/nonexistent/python")
     with pytest.raises(LitlabError, match="KERAS_PYTHON=/nonexistent/python is no file"):
         seed_cnn_speed.keras_run()
+
+
+SECTION = re.compile(r"<!-- (\w+):start -->\n(.*?)<!-- \1:end -->", re.S)
+
+
+def first_table_rows(section: str) -> list[str]:
+    """The first table's body rows, each as its cells joined by ' | '."""
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|---"))
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(" | ".join(cell.strip() for cell in line.strip("|").split("|")))
+    return rows
+
+
+def test_every_section_names_a_commit_and_rows_its_script_still_writes():
+    """docs/benchmarks.md holds only what the current benchmarks produce, each section at a
+    commit of this history; a section of a removed benchmark or variant must be regenerated."""
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True).returncode:
+        pytest.skip("not a git checkout: the commits the sections name cannot be looked up")
+    scripts = {benchmark.__name__: benchmark for benchmark in run.BENCHMARKS}
+    sections = SECTION.findall(report.DOC.read_text())
+    assert sections
+    for name, text in sections:
+        script = scripts.get(name.removesuffix("_gpu"))
+        assert script, f"section {name}: no benchmark of that name in benchmarks/run.py"
+        found = re.search(r"^Measured .* at commit ([0-9a-f]{7,40})\b", text, re.M)
+        assert found, f"section {name} names no commit"
+        exists = ["git", "-C", str(ROOT), "cat-file", "-e", f"{found[1]}^{{commit}}"]
+        assert subprocess.run(exists).returncode == 0, f"section {name}: no commit {found[1]}"
+        for row in first_table_rows(text):
+            assert any(
+                row == label or row.startswith((f"{label} | ", f"{label} ("))
+                for label in script.ROWS
+            ), f"section {name}: {script.__name__}.py writes no row {row.split(' | ')[0]!r}"
