@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from litlab import objective
 from litlab.errors import LitlabError
 from litlab.files import atomic_write, replacing
 
@@ -144,7 +145,7 @@ def make_report(multirun_dir: Path, metric: str | None = None, mode: str | None 
     if not any(metric in job.metrics for job in jobs):
         known = sorted({name for job in jobs for name in job.metrics})
         raise LitlabError(f"no job logged {metric}; choose one of {', '.join(known) or 'none'}")
-    mode = mode or ("min" if "loss" in metric else "max")
+    mode = mode or objective.mode(metric)
     if mode not in ("min", "max"):
         raise LitlabError(f"mode={mode} must be min or max")
     params = swept(jobs)

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import litlab.resolvers  # noqa: F401  (registers run_id, used by the run directories)
+from litlab import objective
 from litlab.callbacks import RandomState
 from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
 from litlab.data.base import run_data_config
@@ -26,6 +27,9 @@ from litlab.resume import rescheduled, resumed_config, starting_checkpoint  # no
 from litlab.schema import check_config
 
 log = logging.getLogger(__name__)
+
+# What a pretraining stage (an autoencoder's) is judged by.
+PRETRAINING_METRIC = "val/loss"
 
 
 def check_device(cfg: DictConfig) -> None:
@@ -42,13 +46,13 @@ def check_monitor(cfg: DictConfig, model: L.LightningModule) -> None:
     be metrics this model logs."""
     metrics = getattr(model, "metrics", {})
     logged = {key.replace("_", "/", 1) for key in metrics}  # val_acc -> val/acc
-    logged |= {f"val/{model.best_of[0]}_best"} if hasattr(model, "best_of") else set()
+    logged |= {f"val/{model.best_of}_best"} if hasattr(model, "best_of") else set()
     validation = sorted(key for key in logged if key.startswith("val/"))
     if validation and cfg.get("monitor") not in validation:
         raise LitlabError(
             f"monitor={cfg.get('monitor')} is not logged by {type(model).__name__} (it logs "
             f"{', '.join(validation)}); use an experiment made for this model "
-            "(e.g. experiment=vae_mlp) or set monitor= and monitor_mode="
+            "(e.g. experiment=vae_mlp) or set monitor="
         )
     optimized = cfg.get("optimized_metric")
     if logged and optimized is not None and optimized not in logged:
@@ -108,9 +112,9 @@ def train(cfg: DictConfig) -> RunResult:
             run_dir / "pretrain",
             model=pretrain.model,
             data=pretrain.data,
-            monitor="val/loss",
-            monitor_mode="min",
-            optimized_metric="val/loss_best",
+            monitor=PRETRAINING_METRIC,
+            monitor_mode=objective.mode(PRETRAINING_METRIC),
+            optimized_metric=f"{PRETRAINING_METRIC}_best",
             ckpt_path=None,
             resume=resume,
             **{"trainer.max_epochs": pretrain.max_epochs},
