@@ -6,7 +6,6 @@ A sweep (`litlab-train -m ...`) writes `<multirun>/<job>/` per job, holding Hydr
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from omegaconf import OmegaConf
 from litlab import objective
 from litlab.errors import LitlabError
 from litlab.files import atomic_write, replacing
+from litlab.rundir import RunDir
 
 
 @dataclass
@@ -47,11 +47,10 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
         for override in OmegaConf.load(overrides):
             key, _, value = str(override).partition("=")
             params[key.lstrip("+~")] = value
-        job = Job(job_dir.relative_to(multirun_dir).as_posix(), params)
-        if (job_dir / "metrics.json").is_file():
-            job.metrics = json.loads((job_dir / "metrics.json").read_text())["metrics"]
-        if (job_dir / "config.yaml").is_file():
-            job.optimized_metric = OmegaConf.load(job_dir / "config.yaml").get("optimized_metric")
+        run = RunDir(job_dir)
+        job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, run.metrics())
+        if run.config_file.is_file():
+            job.optimized_metric = run.config().get("optimized_metric")
         jobs.append(job)
     if not jobs:
         raise LitlabError(
