@@ -54,3 +54,16 @@ def test_load_run_gives_back_the_trained_model(mnist_mlp_run):
 def test_load_run_of_a_directory_that_is_no_run(tmp_path):
     with pytest.raises(litlab.LitlabError, match="is not a litlab run directory"):
         litlab.load_run(tmp_path)
+
+
+def test_a_run_directory_is_found_by_its_checkpoint_and_names_its_best(mnist_mlp_run):
+    from litlab.rundir import RunDir
+
+    best = RunDir(mnist_mlp_run).checkpoint()
+    assert best.is_file() and best != RunDir(mnist_mlp_run).last  # metrics.json names it
+    run = RunDir.named(None, best)
+    assert run.path == mnist_mlp_run.resolve() and run.checkpoint() == best.resolve()
+    assert 0 < run.metrics()["test/acc"] <= 1
+    assert run.config().model.net._target_ == "litlab.nets.MLP"
+    with pytest.raises(litlab.LitlabError, match="say which run to use"):
+        RunDir.named(None, None)

@@ -9,7 +9,8 @@ from conftest import compose
 from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule, LightningModule
 
-from litlab import CONFIG_DIR, schema
+import litlab
+from litlab import CONFIG_DIR, objective, schema
 from litlab.errors import LitlabError
 from litlab.schema import OPEN, SETTINGS, check_config
 
@@ -71,6 +72,28 @@ def test_the_defaults_are_the_articles_setup(tmp_path):
     plain, named = compose(tmp_path), compose(tmp_path, "experiment=seed_cnn")
     for part in ("data", "model", "trainer"):
         assert plain[part] == named[part], part
+
+
+def test_which_way_a_metric_improves_is_decided_once(tmp_path):
+    from litlab.models import VAE, Classifier
+
+    for experiment, metric, mode in (
+        ("seed_cnn", "val/acc", "max"),
+        ("vae_mlp", "val/loss", "min"),
+    ):
+        cfg = compose(tmp_path, f"experiment={experiment}")
+        assert cfg.monitor == metric and cfg.monitor_mode == mode
+        callbacks = cfg.callbacks
+        assert callbacks.model_checkpoint.mode == callbacks.early_stopping.mode == mode
+    assert compose(tmp_path, "monitor=val/loss").monitor_mode == "min"
+    assert compose(tmp_path, "monitor=val/loss", "monitor_mode=max").monitor_mode == "max"
+    search = litlab.compose(
+        "train", ["hparams_search=mnist_optuna", "optimized_metric=val/loss_best"], hydra=True
+    )
+    assert search.hydra.sweeper.direction == "minimize"
+    assert objective.mode("test/log_prob") == objective.mode("val/acc_best") == "max"
+    assert objective.mode("val/recon") == objective.mode("scratch/test/loss") == "min"
+    assert (Classifier.best_of, VAE.best_of) == ("acc", "loss")
 
 
 # --- the schema: every value of every shipped config by type and range ------------------------

@@ -6,14 +6,15 @@ A sweep (`litlab-train -m ...`) writes `<multirun>/<job>/` per job, holding Hydr
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from litlab import objective
 from litlab.errors import LitlabError
 from litlab.files import atomic_write, replacing
+from litlab.rundir import RunDir
 
 
 @dataclass
@@ -46,11 +47,10 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
         for override in OmegaConf.load(overrides):
             key, _, value = str(override).partition("=")
             params[key.lstrip("+~")] = value
-        job = Job(job_dir.relative_to(multirun_dir).as_posix(), params)
-        if (job_dir / "metrics.json").is_file():
-            job.metrics = json.loads((job_dir / "metrics.json").read_text())["metrics"]
-        if (job_dir / "config.yaml").is_file():
-            job.optimized_metric = OmegaConf.load(job_dir / "config.yaml").get("optimized_metric")
+        run = RunDir(job_dir)
+        job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, run.metrics())
+        if run.config_file.is_file():
+            job.optimized_metric = run.config().get("optimized_metric")
         jobs.append(job)
     if not jobs:
         raise LitlabError(
@@ -144,7 +144,7 @@ def make_report(multirun_dir: Path, metric: str | None = None, mode: str | None 
     if not any(metric in job.metrics for job in jobs):
         known = sorted({name for job in jobs for name in job.metrics})
         raise LitlabError(f"no job logged {metric}; choose one of {', '.join(known) or 'none'}")
-    mode = mode or ("min" if "loss" in metric else "max")
+    mode = mode or objective.mode(metric)
     if mode not in ("min", "max"):
         raise LitlabError(f"mode={mode} must be min or max")
     params = swept(jobs)

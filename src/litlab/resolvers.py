@@ -8,6 +8,8 @@ import secrets
 
 from omegaconf import OmegaConf
 
+from litlab import objective
+
 
 def fastest_cpu_precision() -> str:
     """bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX), where it
@@ -25,3 +27,8 @@ if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 if not OmegaConf.has_resolver("fastest_cpu_precision"):
     OmegaConf.register_new_resolver("fastest_cpu_precision", fastest_cpu_precision)
+# Which way the monitored and the optimized metric improve (see litlab.objective).
+RESOLVERS = {"objective_mode": objective.mode, "objective_direction": objective.direction}
+for name, resolver in RESOLVERS.items():
+    if not OmegaConf.has_resolver(name):
+        OmegaConf.register_new_resolver(name, resolver)

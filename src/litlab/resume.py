@@ -4,11 +4,24 @@ from, and the config a resumed run goes on with."""
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from litlab.errors import LitlabError
+from litlab.rundir import RunDir
+
+
+def asked(resume: str | None, ckpt_path: str | None) -> tuple[str | None, str | None]:
+    """(the resume mode asked for, the checkpoint asked for otherwise): `ckpt_path=last` means
+    `resume=auto` (or the resume mode given with it)."""
+    if ckpt_path == "last":
+        return resume or "auto", None
+    return resume, ckpt_path
+
+
+def resuming(cfg: DictConfig) -> str | None:
+    """The resume mode a config asks for (see `asked`); None for a fresh run."""
+    return asked(cfg.get("resume"), cfg.get("ckpt_path"))[0]
 
 
 def _flat(cfg: DictConfig) -> dict:
@@ -33,10 +46,10 @@ def resumed_config(
     Config choices given now (`choices`, e.g. `experiment=mlp_relu`) must build the run it
     is: a restart script may repeat its whole command line, but not swap the run's parts.
     """
-    saved = Path(cfg.paths.output_dir) / "config.yaml"
-    if not saved.is_file():
+    run = RunDir.of(cfg)
+    if not run.config_file.is_file():
         return cfg  # it never got going: start as configured
-    resumed = OmegaConf.load(saved)
+    resumed = run.config()
     for key in ("paths.output_dir", "resume", "ckpt_path", *values):
         OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
     if choices:
@@ -45,7 +58,7 @@ def resumed_config(
         if differ:
             key = differ[0]
             raise LitlabError(
-                f"{' '.join(choices)} builds another run than the one in {saved.parent} "
+                f"{' '.join(choices)} builds another run than the one in {run.path} "
                 f"({key}={now.get(key)!r}, there {before.get(key)!r}); leave the config "
                 "choices out to continue that run with its own config"
             )
@@ -61,29 +74,26 @@ def rescheduled() -> bool:
 def starting_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint `fit` starts from: the run's own last.ckpt when resuming, else `ckpt_path`.
 
-    `resume=auto` (or `ckpt_path=last`) needs that last.ckpt; `auto_or_fresh`, the default for a
-    job a scheduler may rerun, starts as configured when there is none yet. A fresh run refuses
-    a directory that already holds a run, so nothing is overwritten.
+    `resume=auto` needs that last.ckpt; `auto_or_fresh`, the default for a job a scheduler may
+    rerun, starts as configured when there is none yet. A fresh run refuses a directory that
+    already holds a run, so nothing is overwritten.
     """
-    resume, given = cfg.get("resume"), cfg.get("ckpt_path")  # resume's values: litlab.schema
-    if given == "last":
-        resume, given = resume or "auto", None
+    resume, given = asked(cfg.get("resume"), cfg.get("ckpt_path"))  # values: litlab.schema
     if resume is None and rescheduled():
         resume = "auto_or_fresh"
-    run_dir = Path(cfg.paths.output_dir)
-    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
-    last = Path(dirpath or run_dir / "checkpoints") / "last.ckpt"
+    run = RunDir.of(cfg)
+    last = run.last
     if resume and last.is_file():
         return str(last)
     if resume == "auto":
         raise LitlabError(
-            f"nothing to resume in {run_dir} (no {last}); name the run with "
+            f"nothing to resume in {run.path} (no {last}); name the run with "
             "hydra.run.dir=<run directory>, or pass resume=auto_or_fresh to start fresh where "
             "there is no checkpoint yet"
         )
     if resume is None and cfg.get("train", True) and last.is_file():
         raise LitlabError(
-            f"{run_dir} already holds a run ({last}); continue it with resume=auto, or train "
+            f"{run.path} already holds a run ({last}); continue it with resume=auto, or train "
             "in a new directory"
         )
     return given

@@ -4,11 +4,12 @@ continues it. Trial N's job is always `<sweep>/N`; a rerun first tells the study
 of an earlier, killed submitter reached (their metrics.json), then numbers its own jobs after the
 study's trials, so that no job directory is reused."""
 
-import json
 import logging
 from pathlib import Path
 
 from hydra_plugins.hydra_optuna_sweeper import optuna_sweeper
+
+from litlab.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +20,13 @@ def settle(study, sweep_dir: Path, metric: str) -> None:
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        summary = sweep_dir / str(trial.number) / "metrics.json"
-        metrics = json.loads(summary.read_text())["metrics"] if summary.is_file() else {}
-        if metrics.get(metric) is None:
-            log.warning("trial %d left no %s in %s: failed", trial.number, metric, summary)
+        job = RunDir(sweep_dir / str(trial.number))
+        value = job.metrics().get(metric)
+        if value is None:
+            log.warning("trial %d left no %s in %s: failed", trial.number, metric, job.metrics_file)
             study.tell(trial.number, state=TrialState.FAIL)
         else:
-            study.tell(trial.number, metrics[metric])
+            study.tell(trial.number, value)
 
 
 class OptunaSweeper(optuna_sweeper.OptunaSweeper):

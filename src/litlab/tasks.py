@@ -1,7 +1,6 @@
 """What the entry points do, as plain functions of a composed config (for notebooks, tests)."""
 
 import copy
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,19 +12,21 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import litlab.resolvers  # noqa: F401  (registers run_id, used by the run directories)
+from litlab import objective
 from litlab.callbacks import RandomState
 from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
 from litlab.data.base import run_data_config
 from litlab.errors import LitlabError
-from litlab.files import atomic_write
 from litlab.loggers import finish_tracking, start_tracking
 from litlab.models import Classifier
-
-# Resuming is litlab.resume's (no torch there); its names stay importable from here.
-from litlab.resume import rescheduled, resumed_config, starting_checkpoint  # noqa: F401
+from litlab.resume import resuming, starting_checkpoint
+from litlab.rundir import RunDir
 from litlab.schema import check_config
 
 log = logging.getLogger(__name__)
+
+# What a pretraining stage (an autoencoder's) is judged by.
+PRETRAINING_METRIC = "val/loss"
 
 
 def check_device(cfg: DictConfig) -> None:
@@ -42,13 +43,13 @@ def check_monitor(cfg: DictConfig, model: L.LightningModule) -> None:
     be metrics this model logs."""
     metrics = getattr(model, "metrics", {})
     logged = {key.replace("_", "/", 1) for key in metrics}  # val_acc -> val/acc
-    logged |= {f"val/{model.best_of[0]}_best"} if hasattr(model, "best_of") else set()
+    logged |= {f"val/{model.best_of}_best"} if hasattr(model, "best_of") else set()
     validation = sorted(key for key in logged if key.startswith("val/"))
     if validation and cfg.get("monitor") not in validation:
         raise LitlabError(
             f"monitor={cfg.get('monitor')} is not logged by {type(model).__name__} (it logs "
             f"{', '.join(validation)}); use an experiment made for this model "
-            "(e.g. experiment=vae_mlp) or set monitor= and monitor_mode="
+            "(e.g. experiment=vae_mlp) or set monitor="
         )
     optimized = cfg.get("optimized_metric")
     if logged and optimized is not None and optimized not in logged:
@@ -95,44 +96,42 @@ def train(cfg: DictConfig) -> RunResult:
     """
     check_config(cfg)
     check_device(cfg)
-    run_dir = Path(cfg.paths.output_dir)
+    run = RunDir(cfg.paths.output_dir)
     if cfg.get("pretrain") is None:
-        return RunResult(fit(cfg), run_dir)
+        return RunResult(fit(cfg), run.path)
     pretrain = cfg.pretrain
-    resume = cfg.get("resume") or ("auto" if cfg.get("ckpt_path") == "last" else None)
+    resume = resuming(cfg)
     # A resumed run continues the stage it was in: the stages after it may not have started.
     later = {"resume": "auto_or_fresh"} if resume else {}
     fit(
         derived(
             cfg,
-            run_dir / "pretrain",
+            run.path / "pretrain",
             model=pretrain.model,
             data=pretrain.data,
-            monitor="val/loss",
-            monitor_mode="min",
-            optimized_metric="val/loss_best",
+            monitor=PRETRAINING_METRIC,
+            monitor_mode=objective.mode(PRETRAINING_METRIC),
+            optimized_metric=f"{PRETRAINING_METRIC}_best",
             ckpt_path=None,
             resume=resume,
             **{"trainer.max_epochs": pretrain.max_epochs},
         )
     )
-    pretrained = run_dir / "pretrain" / "checkpoints" / "last.ckpt"
+    pretrained = RunDir(run.path / "pretrain").last
     if not pretrained.is_file():
         raise LitlabError(
             f"the pretraining run wrote no {pretrained} (fast_dev_run and callbacks=none "
             "turn checkpointing off); keep callbacks.model_checkpoint with save_last"
         )
-    metrics = fit(derived(cfg, run_dir, **{"model.init_from": str(pretrained)}, **later))
+    metrics = fit(derived(cfg, run.path, **{"model.init_from": str(pretrained)}, **later))
     if cfg.get("compare_scratch"):
         scratch = fit(
-            derived(cfg, run_dir / "scratch", ckpt_path=None, **{"model.init_from": None}, **later)
+            derived(cfg, run.path / "scratch", ckpt_path=None, **{"model.init_from": None}, **later)
         )
         metrics.update({f"scratch/{k}": v for k, v in scratch.items()})
         if rank_zero_only.rank == 0:
-            summary = json.loads((run_dir / "metrics.json").read_text())
-            summary["metrics"] = metrics
-            atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
-    return RunResult(metrics, run_dir)
+            run.write_metrics(metrics, run.summary().get("best_checkpoint"))
+    return RunResult(metrics, run.path)
 
 
 def derived(cfg: DictConfig, output_dir: Path, **changes) -> DictConfig:
@@ -149,7 +148,7 @@ def derived(cfg: DictConfig, output_dir: Path, **changes) -> DictConfig:
 
 def fit(cfg: DictConfig) -> dict[str, float]:
     """One training run: the body of `train` for a single model."""
-    run_dir = Path(cfg.paths.output_dir)
+    run = RunDir(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     datamodule = instantiate(cfg.data)
@@ -160,8 +159,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         check_fits(model, load_checkpoint(ckpt_path)["state_dict"], ckpt_path, cfg.model)
     trainer = build_trainer(cfg)
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        run.write_config(cfg)
     start_tracking(trainer, cfg)
 
     if cfg.get("train", True):
@@ -176,36 +174,12 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_scalars(trainer.callback_metrics))
 
     if trainer.is_global_zero:
-        summary = {
-            "metrics": metrics,
-            "best_checkpoint": str(Path(best).relative_to(run_dir.resolve())) if best else None,
-        }
-        atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
-        log.info("run directory: %s", run_dir)
+        run.write_metrics(metrics, best)
+        log.info("run directory: %s", run.path)
         if "test/acc" in metrics:
             log.info("test accuracy: %.4f", metrics["test/acc"])
     finish_tracking(trainer, cfg, metrics)
     return metrics
-
-
-def find_run(run_dir: str | None, ckpt_path: str | None) -> tuple[Path, Path]:
-    """The run directory and the checkpoint to evaluate (the run's best unless one is named)."""
-    if run_dir is None and ckpt_path is None:
-        raise LitlabError("say which run to use: run_dir=logs/train/runs/<run> or ckpt_path=<file>")
-    if run_dir is None:  # <run>/checkpoints/<file>.ckpt
-        run_dir = Path(ckpt_path).resolve().parent.parent
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise LitlabError(
-            f"{run_dir} is not a litlab run directory (no config.yaml); pass run_dir= of a run"
-        )
-    if ckpt_path is None:
-        best = None
-        if (run_dir / "metrics.json").is_file():
-            best = json.loads((run_dir / "metrics.json").read_text()).get("best_checkpoint")
-        last = run_dir / "checkpoints" / "last.ckpt"
-        ckpt_path = run_dir / best if best else last
-    return run_dir, Path(ckpt_path)  # load_checkpoint reports a missing file
 
 
 def check_fits(model: L.LightningModule, state: dict, ckpt_path, model_cfg: DictConfig) -> None:
@@ -247,44 +221,45 @@ def load_run(
     run_dir: str | Path | None = None,
     ckpt_path: str | Path | None = None,
     classifier: bool = False,
+    data_dir: str | None = None,
 ) -> TrainedRun:
     """The run in `run_dir` (or the one `ckpt_path` belongs to) with its best checkpoint (or
-    `ckpt_path`); `classifier` refuses runs of models that do not classify."""
-    run_dir, ckpt_path = find_run(run_dir, ckpt_path)
+    `ckpt_path`); `classifier` refuses runs of models that do not classify; `data_dir` reads
+    the run's dataset from there instead of where the run did."""
+    run = RunDir.named(run_dir, ckpt_path)
+    ckpt_path = run.checkpoint(ckpt_path)
     if not ckpt_path.is_file():
         raise LitlabError(
             f"no checkpoint at {ckpt_path} (runs with debug=fdr or callbacks=none keep none); "
             "pass a run trained with checkpointing, or ckpt_path=<file>"
         )
-    run_cfg = OmegaConf.load(run_dir / "config.yaml")
-    run_cfg.data = run_data_config(run_cfg.data, run_dir)
+    run_cfg = run.config()
+    if data_dir:
+        if "data_dir" not in run_cfg.data:
+            raise LitlabError(
+                f"data_dir={data_dir}: the run's data ({run_cfg.data._target_}) is not read "
+                "from a data_dir; leave data_dir out to read it where the run did"
+            )
+        run_cfg.data.data_dir = data_dir
+    run_cfg.data = run_data_config(run_cfg.data, run.path)
     model = load_model(run_cfg.model, ckpt_path).eval()
     if classifier and not isinstance(model, Classifier):
         raise LitlabError(
-            f"{run_dir} trained a {type(model).__name__}, which does not classify; "
+            f"{run.path} trained a {type(model).__name__}, which does not classify; "
             "pass the run of a classifier"
         )
-    return TrainedRun(run_dir, ckpt_path, run_cfg, model)
+    return TrainedRun(run.path, ckpt_path, run_cfg, model)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a trained run with its own config; write metrics.json to this eval's directory."""
-    run_dir, ckpt_path = find_run(cfg.get("run_dir"), cfg.get("ckpt_path"))
-    run_cfg = OmegaConf.load(run_dir / "config.yaml")
-    if cfg.get("data_dir"):
-        if "data_dir" not in run_cfg.data:
-            raise LitlabError(
-                f"data_dir={cfg.data_dir}: the run's data ({run_cfg.data._target_}) is not read "
-                "from a data_dir; leave data_dir out to read it where the run did"
-            )
-        run_cfg.data.data_dir = cfg.data_dir
-    run_cfg.data = run_data_config(run_cfg.data, run_dir)
-    model = load_model(run_cfg.model, ckpt_path)
-    datamodule = instantiate(run_cfg.data)
+    run = load_run(cfg.get("run_dir"), cfg.get("ckpt_path"), data_dir=cfg.get("data_dir"))
+    datamodule = instantiate(run.config.data)
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
-    metrics = _scalars(trainer.test(model, datamodule=datamodule)[0])
+    metrics = _scalars(trainer.test(run.model, datamodule=datamodule)[0])
     if trainer.is_global_zero:
-        summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "metrics": metrics}
-        atomic_write(Path(cfg.paths.output_dir) / "metrics.json", json.dumps(summary, indent=2))
-        log.info("test metrics of %s: %s", ckpt_path, metrics)
+        RunDir(cfg.paths.output_dir).write_summary(
+            run_dir=str(run.run_dir), checkpoint=str(run.checkpoint), metrics=metrics
+        )
+        log.info("test metrics of %s: %s", run.checkpoint, metrics)
     return metrics

@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         "--metric", help="rank by this metric (default: the sweep's optimized_metric)"
     )
     parser.add_argument(
-        "--mode", choices=["max", "min"], help="best is highest or lowest (default: min for losses)"
+        "--mode",
+        choices=["max", "min"],
+        help="best is highest or lowest (default: the metric's own, min for losses)",
     )
     args = parser.parse_args(argv)
     with user_errors():

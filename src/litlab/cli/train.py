@@ -28,7 +28,7 @@ from litlab.cli import (
     user_errors,
 )
 from litlab.errors import LitlabError
-from litlab.resume import resumed_config, starting_checkpoint
+from litlab.resume import asked, resumed_config, resuming, starting_checkpoint
 from litlab.schema import check_config
 
 # Hydra's command-line options that take a value of their own.
@@ -55,17 +55,18 @@ def check_resume_command(argv: list[str]) -> None:
     """A run to continue must be named, and exist."""
     if sweeping(argv):  # each job of a sweep finds its own directory
         return
-    resume, ckpt_path = _value(argv, "resume"), _value(argv, "ckpt_path")
-    if not resume and ckpt_path != "last":
+    given = _value(argv, "resume")
+    resume, _ = asked(given, _value(argv, "ckpt_path"))
+    if not resume:
         return
-    asked = f"resume={resume}" if resume else "ckpt_path=last"
+    words = f"resume={given}" if given else "ckpt_path=last"
     run_dir = _value(argv, "hydra.run.dir")
     if run_dir is None:
         raise LitlabError(
-            f"{asked} continues a run: name its directory with hydra.run.dir=logs/train/runs/<run>"
+            f"{words} continues a run: name its directory with hydra.run.dir=logs/train/runs/<run>"
         )
     if resume != "auto_or_fresh" and not Path(run_dir).is_dir():
-        raise LitlabError(f"{asked}: there is no run directory {run_dir}")
+        raise LitlabError(f"{words}: there is no run directory {run_dir}")
 
 
 def check_sweep(argv: list[str]) -> None:
@@ -125,7 +126,7 @@ def check_run(argv: list[str]) -> Path | None:
 def job_config(cfg: DictConfig, overrides: list[str], choices: dict) -> DictConfig:
     """For a resumed run, its own config with the values the command line's `overrides` set
     (see litlab.resume.resumed_config; `choices`: the config groups chosen); otherwise `cfg`."""
-    if not (cfg.get("resume") or cfg.get("ckpt_path") == "last"):
+    if not resuming(cfg):
         return cfg
     parsed = OverridesParser.create().parse_overrides(overrides)
     parsed = [o for o in parsed if not o.is_hydra_override()]  # Hydra's own, not the run's

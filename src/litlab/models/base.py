@@ -8,6 +8,7 @@ from lightning.pytorch.plugins import Precision
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
+from litlab import objective
 from litlab.errors import LitlabError
 from litlab.models.parts import build
 
@@ -78,7 +79,7 @@ class LitModule(L.LightningModule):
     convolutions and pooling on CPU and GPU).
     """
 
-    best_of: tuple[str, str] = ("loss", "min")  # (metric name, "min" | "max")
+    best_of: str = "loss"  # the metric whose best validation value is tracked
     nets: tuple[str, ...] = ("net",)
 
     def __init__(self, optimizer, scheduler=None, compile=False, channels_last: bool = False):
@@ -93,7 +94,7 @@ class LitModule(L.LightningModule):
         self.compile_options = compile_options(compile)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.metrics = nn.ModuleDict()  # suffixed keys: `train` would shadow nn.Module.train
-        self.val_best = MaxMetric() if self.best_of[1] == "max" else MinMetric()
+        self.val_best = MaxMetric() if objective.mode(self.best_of) == "max" else MinMetric()
 
     def step(self, batch, stage: str) -> torch.Tensor:
         raise NotImplementedError
@@ -155,7 +156,7 @@ class LitModule(L.LightningModule):
         self.log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
-        name = self.best_of[0]
+        name = self.best_of
         if not self.trainer.sanity_checking:  # a few batches: no result to remember
             self.val_best.update(self.metrics[f"val_{name}"].compute())
             best = self.val_best.compute()  # the same on every rank: its input was reduced

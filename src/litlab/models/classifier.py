@@ -30,7 +30,7 @@ class Classifier(LitModule):
     the net's `features` when training starts.
     """
 
-    best_of = ("acc", "max")
+    best_of = "acc"
 
     def __init__(
         self,
