@@ -101,8 +101,7 @@ class Autoencoder(LitModule):
         if stage != "train" or self.global_step == 0:  # cheap, and catches bad data early
             self.check_range(x)
         objective, terms = self.losses(x)
-        for name, value in terms.items():
-            self.metrics[f"{stage}_{name}"].update(value.detach())
+        self.tally(stage, len(x), **{name: value.mean() for name, value in terms.items()})
         return objective
 
     @torch.no_grad()

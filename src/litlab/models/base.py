@@ -64,11 +64,16 @@ def compile_update(optimizer: torch.optim.Optimizer) -> None:
 class LitModule(L.LightningModule):
     """What litlab's LightningModules share.
 
-    One `step(batch, stage)` serves train, val and test. Per-stage metrics (`self.metrics`,
-    keyed `<stage>_<name>`) are updated every step and logged once per epoch as
-    `<stage>/<name>`: a `self.log` per step costs more than a small net's whole step. The
-    metrics reduce across DDP ranks themselves. The best validation value of `best_of` is
-    tracked as `val/<name>_best`, and kept in checkpoints.
+    One `step(batch, stage)` serves train, val and test. It hands each batch's means to
+    `tally`, which adds them up on the device; once an epoch they become the per-stage metrics
+    (`self.metrics`, torchmetrics means keyed `<stage>_<name>`, which reduce across DDP ranks
+    themselves), logged as `<stage>/<name>`. A torchmetrics update, a `self.log` or a host sync
+    per step would cost more than a small net's whole step. The best validation value of
+    `best_of` is tracked as `val/<name>_best`, and kept in checkpoints.
+
+    The optimizer step is taken in `training_step` (manual optimization, through Lightning's
+    optimizer and precision plugin) unless the Trainer clips or accumulates gradients, which
+    Lightning allows only in its own, costlier loop (`automatic_optimization`).
 
     `compile` compiles the nets named in `nets` in place (`nn.Module.compile`) when a Trainer
     first uses the model, so state-dict keys stay those of the eager nets. It compiles the
@@ -94,10 +99,37 @@ class LitModule(L.LightningModule):
         self.compile_options = compile_options(compile)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.metrics = nn.ModuleDict()  # suffixed keys: `train` would shadow nn.Module.train
+        self.running: dict[str, tuple[dict[str, torch.Tensor], int]] = {}  # see `tally`
         self.val_best = MaxMetric() if objective.mode(self.best_of) == "max" else MinMetric()
+
+    @property
+    def automatic_optimization(self) -> bool:
+        # Lightning clips and accumulates gradients only in its own loop; elsewhere `optimize`
+        trainer = self._trainer
+        return trainer is not None and (
+            bool(trainer.gradient_clip_val) or trainer.accumulate_grad_batches != 1
+        )
 
     def step(self, batch, stage: str) -> torch.Tensor:
         raise NotImplementedError
+
+    def tally(self, stage: str, count: int, **means: torch.Tensor) -> None:
+        """Add a batch's `means` (over its `count` examples) to the stage's running sums, on
+        the device; `flush` hands them to the metrics `<stage>_<name>`."""
+        if stage not in self.running:
+            zeros = {name: mean.new_zeros((), dtype=torch.float32) for name, mean in means.items()}
+            self.running[stage] = zeros, 0
+        sums, seen = self.running[stage]
+        for name, mean in means.items():
+            sums[name].add_(mean.detach(), alpha=count)
+        self.running[stage] = sums, seen + count
+
+    def flush(self, stage: str) -> None:
+        """The stage's running means into its metrics (one update each), and a fresh start."""
+        if stage in self.running:
+            sums, count = self.running.pop(stage)
+            for name, total in sums.items():
+                self.metrics[f"{stage}_{name}"].update(total / count, weight=count)
 
     def configure_model(self) -> None:
         for name in self.nets:
@@ -114,12 +146,28 @@ class LitModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.step(self.formatted(batch), "train")
+        if not self.automatic_optimization:
+            self.optimize(loss, batch_idx)
         every = self.trainer.log_every_n_steps
         if every and (self.global_step + 1) % every == 0:  # the steps the loggers write
             self.log(
                 "train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True
             )
         return loss
+
+    def optimize(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """The step Lightning's automatic loop would take: zero the gradients, backward and
+        step through the precision plugin and strategy (AMP, DDP), then the scheduler: every
+        batch for `interval: step`, else after the epoch's last batch (before validation and
+        its checkpoint, as Lightning does)."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        scheduler = self.lr_schedulers()
+        last = batch_idx + 1 == self.trainer.num_training_batches or self.trainer.is_last_batch
+        if scheduler is not None and (self.scheduler_interval == "step" or last):
+            scheduler.step()
 
     def validation_step(self, batch, batch_idx):
         self.step(self.formatted(batch), "val")
@@ -128,6 +176,7 @@ class LitModule(L.LightningModule):
         self.step(self.formatted(batch), "test")
 
     def log_epoch(self, stage: str) -> None:
+        self.flush(stage)
         for key, metric in self.metrics.items():
             if key.startswith(f"{stage}_"):
                 self.log(f"{stage}/{key[len(stage) + 1 :]}", metric, prog_bar=True)
@@ -137,6 +186,7 @@ class LitModule(L.LightningModule):
         # validation cannot update in place: start from fresh ones.
         for metric in self.metrics.values():
             metric.reset()
+        self.running.clear()
 
     def on_train_start(self) -> None:
         if self.compiles_update():  # an eager run's checkpoint restored float learning rates
@@ -157,6 +207,7 @@ class LitModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         name = self.best_of
+        self.flush("val")
         if not self.trainer.sanity_checking:  # a few batches: no result to remember
             self.val_best.update(self.metrics[f"val_{name}"].compute())
             best = self.val_best.compute()  # the same on every rank: its input was reduced
