@@ -87,6 +87,28 @@ def test_the_csv_log_of_a_stopped_run_goes_on_when_it_resumes(tmp_path):
     assert rows[-1] == {"step": "3", "train/acc": "0.7", "val/acc": "0.8"}
 
 
+def test_an_epoch_logged_but_not_checkpointed_is_logged_once_when_it_is_trained_again(
+    tmp_path, mnist
+):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    first = run_cli("litlab-train", *RUN, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    epoch_0 = last.read_bytes()
+    second = run_cli(
+        "litlab-train", "resume=auto", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    # As if stopped after logging epoch 1, before its checkpoint (a signal at the epoch's end)
+    last.write_bytes(epoch_0)
+    again = run_cli(
+        "litlab-train", "resume=auto", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    assert sorted(int(r["epoch"]) for r in rows if r["val/acc"]) == [0, 1]
+
+
 SAVER = """
 import sys, torch
 from litlab.checkpoints import AtomicCheckpointIO

@@ -91,6 +91,11 @@ class _AppendingWriter(ExperimentWriter):
         self.metrics = []
 
 
+def _step(row: dict) -> int:
+    """A row's step; -1 where a cut-off write left none."""
+    return int(row["step"]) if (row.get("step") or "").isdigit() else -1
+
+
 def _table(keys: list[str], rows: list[dict]) -> str:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=keys, restval="", extrasaction="ignore")
@@ -110,3 +115,16 @@ class CSVLogger(LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def forget_after(self, step: int) -> None:
+        """Drop the rows logged after `step`: a run resumed from a checkpoint of that step logs
+        them again, so that an epoch logged but not yet checkpointed is not logged twice."""
+        path = Path(self.experiment.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+        kept = [row for row in rows if _step(row) <= step]
+        if len(kept) < len(rows):
+            atomic_write(path, _table(reader.fieldnames or [], kept))

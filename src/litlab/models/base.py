@@ -10,6 +10,7 @@ from torchmetrics import MaxMetric, MinMetric
 
 from litlab import objective
 from litlab.errors import LitlabError
+from litlab.loggers import CSVLogger
 from litlab.models.parts import build
 
 STAGES = ("train", "val", "test")
@@ -194,6 +195,10 @@ class LitModule(L.LightningModule):
                 tensor_learning_rates(optimizer)
         if self.trainer.ckpt_path is None:  # resumed: keep the best the checkpoint holds
             self.val_best.reset()  # forget a `validate` before `fit`
+        elif self.trainer.is_global_zero:  # what came after the checkpoint is trained again
+            for logger in self.loggers:
+                if isinstance(logger, CSVLogger):
+                    logger.forget_after(self.trainer.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["val_best"] = self.val_best.metric_state  # a resumed run remembers its best
