@@ -57,7 +57,11 @@ def test_every_section_names_a_commit_and_rows_its_script_still_writes():
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True).returncode:
         pytest.skip("not a git checkout: the commits the sections name cannot be looked up")
     scripts = {benchmark.__name__: benchmark for benchmark in run.BENCHMARKS}
-    sections = SECTION.findall(report.DOC.read_text())
+    page = report.DOC.read_text()
+    assert page.startswith(report.HEADER), (
+        "the page's header is not report.HEADER: rerun make bench"
+    )
+    sections = SECTION.findall(page)
     assert sections
     for name, text in sections:
         script = scripts.get(name.removesuffix("_gpu"))
