@@ -1,17 +1,22 @@
 import os
 import pickle
 import shutil
+from functools import partial
 
+import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR, need_data
+from test_kernels import NO_GPU
 from torch.utils.data import DataLoader, DistributedSampler
 
 from litlab.data import MNISTDataModule
 from litlab.data.fetch import _NumpyArrayUnpickler, has_idx_files, mnist_from_wheel
 from litlab.data.idx import read_idx, write_idx
 from litlab.errors import LitlabError
+from litlab.models import Classifier
+from litlab.nets import MLP
 
 
 def test_idx_round_trip(tmp_path):
@@ -111,3 +116,43 @@ def test_the_data_unpickler_refuses_anything_but_numpy_arrays(tmp_path):
 def test_fetched_files_are_complete(mnist):
     assert has_idx_files(mnist)
     assert read_idx(mnist / "train-images-idx3-ubyte").shape == (60_000, 28, 28)
+
+
+def test_a_split_moved_to_a_device_cuts_its_batches_there(mnist):
+    dm = MNISTDataModule(data_dir=str(DATA_DIR))
+    dm.setup()
+    on_meta = dm.splits["val"].to(torch.device("meta"))  # a device without the memory behind it
+    x, y = on_meta.__getitems__([3, 1, 4])
+    assert x.device.type == y.device.type == "meta"
+    assert x.shape == (3, 1, 28, 28) and x.dtype == torch.float32 and y.shape == (3,)
+    assert dm.splits["val"].images.device.type == "cpu"  # the split itself stays where it was
+
+
+def fit_a_few_steps(device: str, num_workers: int) -> MNISTDataModule:
+    dm = MNISTDataModule(data_dir=str(DATA_DIR), num_workers=num_workers)
+    model = Classifier(net=MLP(hidden=(16,)), optimizer=partial(torch.optim.Adam, lr=1e-3))
+    trainer = L.Trainer(
+        accelerator=device,
+        devices=1,
+        max_steps=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    return dm
+
+
+def test_training_on_the_cpu_leaves_the_images_where_they_are(mnist):
+    dm = fit_a_few_steps("cpu", num_workers=0)
+    assert all(split.images.device.type == "cpu" for split in dm.splits.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
+def test_cuda_training_keeps_mnist_whole_on_the_gpu_unless_workers_read_it(mnist):
+    dm = fit_a_few_steps("gpu", num_workers=0)
+    assert dm.splits["train"].images.is_cuda and dm.splits["val"].labels.is_cuda
+    dm = fit_a_few_steps("gpu", num_workers=1)  # worker processes cannot share CUDA tensors
+    assert not dm.splits["train"].images.is_cuda

@@ -2,6 +2,8 @@
 the same training as Lightning's automatic loop, and every default still on."""
 
 import csv
+import ctypes
+import os
 from functools import partial
 
 import lightning.pytorch as L
@@ -9,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import compose
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 import litlab
-from litlab.callbacks import ProgressBar, RunPictures
+from litlab.callbacks import ProgressBar, RunPictures, without_idle_batch_hooks
 from litlab.models import Classifier
 from litlab.nets import MLP
-from litlab.tasks import build_trainer
+from litlab.tasks import ask_cuda_without_nvml_where_no_driver, build_trainer
 
 
 def data(n: int = 96, seed: int = 0) -> TensorDataset:
@@ -95,3 +97,37 @@ def test_a_default_run_keeps_its_metrics_checkpoints_progress_bar_and_pictures(t
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "pictures" / "learning_curves.png").is_file()
     assert (tmp_path / "pictures" / "confusion_matrix.png").is_file()
+
+
+def test_cuda_is_asked_for_without_nvml_only_where_no_driver_could_answer(monkeypatch):
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as importing Lightning sets it
+    seen = torch.cuda.is_available()
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+        driver = True
+    except OSError:
+        driver = False
+    ask_cuda_without_nvml_where_no_driver()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == ("1" if driver else "0")
+    assert torch.cuda.is_available() == seen
+
+
+class CountingBatches(Callback):
+    def __init__(self):
+        self.batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches += 1
+
+
+def test_callbacks_keep_the_batch_hooks_they_override_and_skip_the_empty_ones(tmp_path, mnist):
+    counting = without_idle_batch_hooks(CountingBatches())
+    assert counting.on_before_backward is None and callable(counting.on_train_batch_end)
+    _, trainer = fit(tmp_path, callbacks=[counting])
+    assert counting.batches == trainer.global_step == 6
+    # litlab's trainer does the same to every callback, Lightning's own among them
+    callbacks = build_trainer(compose(tmp_path, "model=mlp")).callbacks
+    by_kind = {type(callback): callback for callback in callbacks}
+    assert callable(by_kind[ModelCheckpoint].on_train_batch_end)
+    assert by_kind[EarlyStopping].on_train_batch_end is None
+    assert all(callback.on_before_optimizer_step is None for callback in callbacks)
