@@ -107,6 +107,12 @@ def train_config(*overrides: str):
     )
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the kernels queued on a GPU, so that a wall time counts them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -119,9 +125,11 @@ class EpochTimer(Callback):
     seconds: list[float] = []
 
     def on_train_epoch_start(self, trainer, pl_module):
+        synchronize(pl_module.device)
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
+        synchronize(pl_module.device)
         EpochTimer.seconds.append(time.perf_counter() - self._start)
 
 
@@ -132,6 +140,7 @@ def write_section(name: str, title: str, body: str) -> None:
     command = {
         "compile_gpu": "`bash benchmarks/gpu.sh`",
         "seed_cnn_speed_gpu": "`bash benchmarks/gpu.sh --all`",
+        "epoch_time_gpu": "`bash benchmarks/gpu.sh --all`",
     }.get(name, f"`make bench` (or `python benchmarks/{name}.py`)")
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"
