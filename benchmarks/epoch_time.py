@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
-from report import EpochTimer, timed, train_config, write_section
+from report import EpochTimer, synchronize, timed, train_config, write_section
 
 import litlab
 from litlab.data import InMemoryImages
@@ -89,8 +89,7 @@ def plain_loop(cfg) -> float:
                 for index in torch.arange(len(val)).split(cfg.data.eval_batch_size):
                     x, y = val.__getitems__(index)
                     (net(x).argmax(1) == y).float().mean()
-            if DEVICE == "gpu":
-                torch.cuda.synchronize()
+            synchronize(device)
 
         times.append(timed(epoch))
     return min(times)
