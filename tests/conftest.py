@@ -46,6 +46,20 @@ def compose(tmp_path: Path, *overrides: str):
     )
 
 
+def quiet_trainer(**options):
+    """A Trainer with no logger, checkpoints, progress bar or model summary unless `options` say
+    otherwise: for tests that look at the model, not at what a run writes."""
+    import lightning.pytorch as L
+
+    quiet = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**(quiet | options))
+
+
 def cli_command(tool: str) -> list[str]:
     """An installed console script, or `python -m litlab.cli.<tool>` when the installed
     package predates the script."""

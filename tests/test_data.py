@@ -3,11 +3,10 @@ import pickle
 import shutil
 from functools import partial
 
-import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR, need_data
+from conftest import DATA_DIR, need_data, quiet_trainer
 from test_kernels import NO_GPU
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -131,16 +130,7 @@ def test_a_split_moved_to_a_device_cuts_its_batches_there(mnist):
 def fit_a_few_steps(device: str, num_workers: int) -> MNISTDataModule:
     dm = MNISTDataModule(data_dir=str(DATA_DIR), num_workers=num_workers)
     model = Classifier(net=MLP(hidden=(16,)), optimizer=partial(torch.optim.Adam, lr=1e-3))
-    trainer = L.Trainer(
-        accelerator=device,
-        devices=1,
-        max_steps=3,
-        limit_val_batches=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(accelerator=device, devices=1, max_steps=3, limit_val_batches=1)
     trainer.fit(model, datamodule=dm)
     return dm
 

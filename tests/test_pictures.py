@@ -3,9 +3,8 @@
 import csv
 import json
 
-import lightning.pytorch as L
 import pytest
-from conftest import compose, need_data, read_metrics
+from conftest import compose, need_data, quiet_trainer, read_metrics
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
@@ -40,15 +39,12 @@ def test_learning_curves_hold_what_was_logged_each_epoch(tmp_path):
     need_data("MNIST")
     cfg = compose(tmp_path, "experiment=mlp_relu")
     drawn = RunPictures(str(tmp_path / "pictures"))
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=3,
         limit_train_batches=5,
         limit_val_batches=1,
         callbacks=[drawn],
         logger=CSVLogger(tmp_path, name="", version=""),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     logged = {}

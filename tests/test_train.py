@@ -3,7 +3,7 @@ import json
 import lightning.pytorch as L
 import pytest
 import torch
-from conftest import DATA_DIR, compose, read_metrics
+from conftest import DATA_DIR, compose, quiet_trainer, read_metrics
 from hydra.utils import instantiate
 
 import litlab
@@ -20,15 +20,7 @@ def test_each_activation_and_loss_learns(tmp_path, mnist, experiment):
     cfg = compose(tmp_path, f"experiment={experiment}", "data.eval_batch_size=5000")
     L.seed_everything(0)
     datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=60,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=60, limit_val_batches=1)
     before = val_loss(trainer, model, datamodule)
     trainer.fit(model, datamodule=datamodule)
     after = val_loss(trainer, model, datamodule)

@@ -10,7 +10,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose
+from conftest import compose, quiet_trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -33,15 +33,7 @@ def fit(tmp_path, epochs: int = 2, **trainer_options) -> tuple[Classifier, L.Tra
         optimizer=partial(torch.optim.Adam, lr=1e-2),
         scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5),
     )
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        **trainer_options,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, default_root_dir=tmp_path, **trainer_options)
     trainer.fit(model, DataLoader(data(), batch_size=32), DataLoader(data(40, 1), batch_size=32))
     return model, trainer
 

@@ -1,10 +1,9 @@
 import json
 
-import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR, compose, run_cli
+from conftest import DATA_DIR, compose, quiet_trainer, run_cli
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -104,13 +103,7 @@ def test_fast_dev_run_per_autoencoder(tmp_path, mnist, experiment):
 def test_encoder_weights_transfer_to_the_classifier(tmp_path, mnist):
     cfg = compose(tmp_path, "experiment=vae_conv")
     vae = instantiate(cfg.model)
-    trainer = L.Trainer(
-        fast_dev_run=True,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(fast_dev_run=True, enable_checkpointing=True, default_root_dir=tmp_path)
     trainer.fit(vae, datamodule=instantiate(cfg.data))
     trainer.save_checkpoint(tmp_path / "vae.ckpt")
     net = CNN(channels=(32, 64, 64), pooled_blocks=2)
