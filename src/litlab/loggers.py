@@ -80,15 +80,21 @@ class _AppendingWriter(ExperimentWriter):
         path = Path(self.metrics_file_path)
         keys = sorted(set(self.metrics_keys).union(*self.metrics))
         if keys != self.metrics_keys or not path.is_file():
-            rows = []
-            if path.is_file():
-                with open(path, newline="") as f:
-                    rows = list(csv.DictReader(f))
-            atomic_write(path, _table(keys, rows))
+            atomic_write(path, _table(keys, _rows(path)[1]))
             self.metrics_keys = keys
         with open(path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=keys).writerows(self.metrics)
         self.metrics = []
+
+
+def _rows(path: Path) -> tuple[list[str], list[dict]]:
+    """A metrics.csv's header and rows; none where there is no file yet."""
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    return list(reader.fieldnames or []), rows
 
 
 def _step(row: dict) -> int:
@@ -120,11 +126,7 @@ class CSVLogger(LightningCSVLogger):
         """Drop the rows logged after `step`: a run resumed from a checkpoint of that step logs
         them again, so that an epoch logged but not yet checkpointed is not logged twice."""
         path = Path(self.experiment.metrics_file_path)
-        if not path.is_file():
-            return
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
+        keys, rows = _rows(path)
         kept = [row for row in rows if _step(row) <= step]
         if len(kept) < len(rows):
-            atomic_write(path, _table(reader.fieldnames or [], kept))
+            atomic_write(path, _table(keys, kept))
