@@ -27,6 +27,17 @@ if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 if not OmegaConf.has_resolver("fastest_cpu_precision"):
     OmegaConf.register_new_resolver("fastest_cpu_precision", fastest_cpu_precision)
+
+
+def hydra_choice(group: str) -> str | None:
+    """The option chosen for a config group (`experiment`), where Hydra runs the command."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+if not OmegaConf.has_resolver("hydra_choice"):
+    OmegaConf.register_new_resolver("hydra_choice", hydra_choice)
 # Which way the monitored and the optimized metric improve (see litlab.objective).
 RESOLVERS = {"objective_mode": objective.mode, "objective_direction": objective.direction}
 for name, resolver in RESOLVERS.items():

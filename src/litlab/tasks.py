@@ -17,6 +17,7 @@ import litlab.resolvers  # noqa: F401  (registers run_id, used by the run direct
 from litlab import objective
 from litlab.callbacks import RandomState, without_idle_batch_hooks
 from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
+from litlab.console import quiet_lightning
 from litlab.data.base import run_data_config
 from litlab.errors import LitlabError
 from litlab.loggers import finish_tracking, start_tracking
@@ -166,14 +167,18 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     """One training run: the body of `train` for a single model."""
     run = RunDir(cfg.paths.output_dir)
     ask_cuda_without_nvml_where_no_driver()
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     datamodule = instantiate(cfg.data)
+    if rank_zero_only.rank == 0:  # missing data is refused before the Trainer says anything
+        datamodule.prepare_data()
     model = instantiate(cfg.model)
     check_monitor(cfg, model)
     ckpt_path = starting_checkpoint(cfg)
     if ckpt_path:  # a clear error for a missing or unsafe file, or one of another model
         check_fits(model, load_checkpoint(ckpt_path)["state_dict"], ckpt_path, cfg.model)
+        log.info("resuming from %s", ckpt_path)
     trainer = build_trainer(cfg)
     if trainer.is_global_zero:
         run.write_config(cfg)
@@ -272,6 +277,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a trained run with its own config; write metrics.json to this eval's directory."""
     run = load_run(cfg.get("run_dir"), cfg.get("ckpt_path"), data_dir=cfg.get("data_dir"))
     datamodule = instantiate(run.config.data)
+    quiet_lightning()
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     metrics = _scalars(trainer.test(run.model, datamodule=datamodule)[0])
     if trainer.is_global_zero:
