@@ -1,6 +1,8 @@
 import pytest
 import torch
+from conftest import compose
 
+from litlab.config_check import check_config
 from litlab.errors import LitlabError
 from litlab.nets import CNN, MLP, SeedCNN
 
@@ -65,8 +67,10 @@ def test_cnn_pooling_choice(pool):
     assert sum(isinstance(m, expected) for m in net.modules()) == 2
 
 
-def test_unknown_activation_and_pool_are_refused():
-    with pytest.raises(LitlabError, match="unknown activation 'gelu'"):
-        MLP(activation="gelu")
-    with pytest.raises(LitlabError, match="unknown pool 'min'"):
-        CNN(pool="min")
+def test_unknown_activation_and_pool_are_refused_by_the_config_check(tmp_path):
+    for overrides, message in [
+        (["model=mlp", "model.net.activation=gelu"], "activation='gelu' is not one of relu, "),
+        (["model=cnn", "model.net.pool=min"], "model.net.pool='min' is not one of max, avg"),
+    ]:
+        with pytest.raises(LitlabError, match=message):
+            check_config(compose(tmp_path, *overrides))

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import litlab
+from litlab.config_check import check_config
 from litlab.data.text import (
     UNK,
     BucketBatchSampler,
@@ -202,17 +203,17 @@ def test_batches_pad_to_a_multiple_without_changing_the_logits(tmp_path):
     assert {batch[0].tokens.shape[1] for batch in dm.train_dataloader()} == {16}
 
 
-@pytest.mark.parametrize("value", [0, -8, 2.5])
-def test_pad_to_multiple_must_be_a_positive_integer(tmp_path, value):
-    with pytest.raises(LitlabError, match=f"data.pad_to_multiple_of={value!r} must be a positive"):
-        TextDataModule(corpus=str(small_corpus(tmp_path)), pad_to_multiple_of=value)
+@pytest.mark.parametrize(("value", "problem"), [(0, "must be"), (-8, "must be"), (2.5, "is not")])
+def test_pad_to_multiple_must_be_a_positive_integer(tmp_path, value, problem):
+    cfg = compose(tmp_path, "experiment=seed_rnn", f"data.pad_to_multiple_of={value}")
+    with pytest.raises(LitlabError, match=f"pad_to_multiple_of={value} {problem} a positive"):
+        check_config(cfg)
 
 
 def test_unknown_train_window(tmp_path):
-    with pytest.raises(
-        LitlabError, match="data.train_window='middle' is not one of: first, random"
-    ):
-        TextDataModule(corpus=str(small_corpus(tmp_path)), train_window="middle")
+    cfg = compose(tmp_path, "experiment=seed_rnn", "data.train_window=middle")
+    with pytest.raises(LitlabError, match="data.train_window='middle' is not one of first, random"):
+        check_config(cfg)
 
 
 # arbitrary unicode, empty strings, and very long texts (a short random text repeated)

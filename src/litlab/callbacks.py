@@ -15,6 +15,7 @@ from litlab import pictures
 from litlab.files import atomic_write
 from litlab.loggers import log_picture
 from litlab.models import Classifier
+from litlab.settings import PositiveInt
 
 # The hooks Lightning calls once per batch (or per optimizer step), on every callback.
 BATCH_HOOKS = (
@@ -53,7 +54,7 @@ class ProgressBar(RichProgressBar):
     thread `refresh_rate` times a second; with a small net that costs as much as training.
     """
 
-    def __init__(self, update_every: int = 50, refresh_rate: int = 2, **kwargs):
+    def __init__(self, update_every: PositiveInt = 50, refresh_rate: PositiveInt = 2, **kwargs):
         super().__init__(refresh_rate=refresh_rate, **kwargs)
         self.update_every = update_every
 
@@ -103,7 +104,7 @@ class GenerativePictures(Callback):
     principal components when the code is larger), and for a 2-D code the decoded manifold.
     """
 
-    def __init__(self, dirpath: str, n: int = 16, scatter_points: int = 5000):
+    def __init__(self, dirpath: str, n: PositiveInt = 16, scatter_points: PositiveInt = 5000):
         self.dirpath, self.n, self.scatter_points = Path(dirpath), n, scatter_points
 
     def _save(self, trainer, name: str, images: torch.Tensor, nrow: int) -> Path:

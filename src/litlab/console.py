@@ -8,10 +8,13 @@ two lines what is being trained, where and how.
 
 import logging
 import warnings
+from typing import Annotated
 
 import lightning
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities import rank_zero_only
+
+from litlab.settings import Range
 
 log = logging.getLogger("litlab")
 
@@ -64,7 +67,12 @@ class RunHeader(ModelSummary):
     layer table after the header.
     """
 
-    def __init__(self, experiment: str | None = None, max_depth: int = 0, **summarize_kwargs):
+    def __init__(
+        self,
+        experiment: str | None = None,
+        max_depth: Annotated[int, Range(low=-1)] = 0,
+        **summarize_kwargs,
+    ):
         super().__init__(max_depth=max_depth, **summarize_kwargs)
         self.experiment = experiment
 

@@ -78,7 +78,7 @@ def starting_checkpoint(cfg: DictConfig) -> str | None:
     rerun, starts as configured when there is none yet. A fresh run refuses a directory that
     already holds a run, so nothing is overwritten.
     """
-    resume, given = asked(cfg.get("resume"), cfg.get("ckpt_path"))  # values: litlab.schema
+    resume, given = asked(cfg.get("resume"), cfg.get("ckpt_path"))  # values: litlab.config_check
     if resume is None and rescheduled():
         resume = "auto_or_fresh"
     run = RunDir.of(cfg)

@@ -17,6 +17,7 @@ import litlab.resolvers  # noqa: F401  (registers run_id, used by the run direct
 from litlab import objective
 from litlab.callbacks import RandomState, without_idle_batch_hooks
 from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
+from litlab.config_check import check_config
 from litlab.console import quiet_lightning
 from litlab.data.base import run_data_config
 from litlab.errors import LitlabError
@@ -24,7 +25,6 @@ from litlab.loggers import finish_tracking, start_tracking
 from litlab.models import Classifier
 from litlab.resume import resuming, starting_checkpoint
 from litlab.rundir import RunDir
-from litlab.schema import check_config
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +104,16 @@ class RunResult(dict):
         self.run_dir = Path(run_dir)
 
 
-def train(cfg: DictConfig) -> RunResult:
+def train(cfg: DictConfig, checked: bool = False) -> RunResult:
     """Seed, build, fit, test the best checkpoint; write config.yaml and metrics.json.
 
     A config with a `pretrain` section first trains that model in `<run>/pretrain` and starts
     this one from its last checkpoint; `compare_scratch` also trains it from scratch in
-    `<run>/scratch`, adding those metrics as `scratch/...`.
+    `<run>/scratch`, adding those metrics as `scratch/...`. `checked`: the caller has checked
+    `cfg` against the classes it names already (litlab-train does, before Hydra starts).
     """
-    check_config(cfg)
+    if not checked:
+        check_config(cfg)
     check_device(cfg)
     run = RunDir(cfg.paths.output_dir)
     if cfg.get("pretrain") is None:

@@ -27,9 +27,9 @@ from litlab.cli import (
     overrides_of,
     user_errors,
 )
+from litlab.config_check import check_config
 from litlab.errors import LitlabError
 from litlab.resume import asked, resumed_config, resuming, starting_checkpoint
-from litlab.schema import check_config
 
 # Hydra's command-line options that take a value of their own.
 _VALUE_OPTIONS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
@@ -116,9 +116,8 @@ def check_run(argv: list[str]) -> Path | None:
         return None  # they compose; that is all they need
     check_resume_command(argv)
     choices = cfg.hydra.runtime.choices
-    check_config(without_hydra(cfg))
-    cfg = job_config(cfg, args.overrides, choices)
-    check_config(cfg)  # a resumed run's own config
+    cfg = job_config(without_hydra(cfg), args.overrides, choices)
+    check_config(cfg)  # for a resumed run, its own config with the values given now
     starting_checkpoint(cfg)  # resuming needs a run; a fresh run may not overwrite one
     return Path(cfg.paths.output_dir).resolve()
 
@@ -178,6 +177,8 @@ def sweep_job():
 
 # The folders this command makes for its run directory, deepest first (see main).
 _new_folders: list[Path] = []
+# Whether main() has checked the single run this command makes (its config, once).
+_checked_run = False
 
 
 def holds_results(run_dir: Path) -> bool:
@@ -209,14 +210,16 @@ def run(cfg: DictConfig) -> float | None:
 
         job = HydraConfig.get()
         cfg = job_config(cfg, list(job.overrides.task), job.runtime.choices)
-        metrics = train(cfg)
+        metrics = train(cfg, checked=_checked_run)
     return metrics.get(cfg.get("optimized_metric"))
 
 
 def main() -> None:
+    global _checked_run
     with user_errors():
         run_dir = check_run(sys.argv)
         check_sweep(sys.argv)
+    _checked_run = run_dir is not None
     if run_dir is not None and not run_dir.exists():
         # Hydra names a run directory anew each time it composes (a timestamp, a random id):
         # hold it to the one checked, so that a refusal knows what this command made.

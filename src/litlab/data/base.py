@@ -104,9 +104,6 @@ class SplitDataModule(L.LightningDataModule):
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """The shares of the data split off for validation and test must leave some to train on."""
-    for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= fraction < 1:
-            raise LitlabError(f"data.{name}={fraction} must be in [0, 1)")
     if val_fraction + test_fraction >= 1:
         raise LitlabError("data.val_fraction + data.test_fraction must leave data to train on")
 

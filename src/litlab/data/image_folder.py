@@ -8,6 +8,7 @@ in the run, so that eval, predict and export read a picture as training did.
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from litlab.data.base import balanced_subset, check_fractions, stratified_split
 from litlab.data.images import ImageDataModule, InMemoryImages, Stat, on_white, read_image
 from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
+from litlab.settings import Count, Positive, PositiveInt, Share
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 FITTED_FILE = "image_folder.json"  # class names and normalization, in the run directory
@@ -52,30 +54,23 @@ class ImageFolderDataModule(ImageDataModule):
     def __init__(
         self,
         root: str,
-        num_classes: int,
-        channels: int = 1,
-        image_size: int | None = 32,
-        input_shape: Sequence[int] | None = None,
-        mean: Stat | None = None,
-        std: Stat | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        labelled: int | None = None,
+        num_classes: PositiveInt,
+        channels: Literal[1, 3] = 1,  # greyscale or colour
+        image_size: PositiveInt | None = 32,  # null: the pictures' own size
+        input_shape: Sequence[PositiveInt] | None = None,
+        mean: float | Sequence[float] | None = None,  # one for all channels, or one each
+        std: Positive | Sequence[Positive] | None = None,
+        val_fraction: Share = 0.1,
+        test_fraction: Share = 0.1,
+        labelled: PositiveInt | None = None,
         seed: int = 0,
-        batch_size: int = 32,
-        eval_batch_size: int = 256,
+        batch_size: PositiveInt = 32,
+        eval_batch_size: PositiveInt = 256,
         save_dir: str | None = None,
-        num_workers: int = 0,
+        num_workers: Count = 0,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
-        if channels not in MODES:
-            raise LitlabError(f"data.channels={channels!r} must be 1 (greyscale) or 3 (colour)")
-        if image_size is not None and not (isinstance(image_size, int) and image_size > 0):
-            raise LitlabError(
-                f"data.image_size={image_size!r} must be a positive integer, or null to keep "
-                "the pictures' own size"
-            )
         if (mean is None) != (std is None):
             raise LitlabError("set both data.mean and data.std, or neither (computed on train)")
         check_fractions(val_fraction, test_fraction)

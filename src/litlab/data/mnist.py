@@ -4,7 +4,7 @@ A new picture is drawn the way the dataset draws one (MNIST: grayscale, a light 
 black, scaled into 20 x 20 and centred by its centre of mass in 28 x 28).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from litlab.data.fetch import IDX_FILES, fetch_fashion_mnist, fetch_mnist, has_i
 from litlab.data.idx import read_idx
 from litlab.data.images import ImageDataModule, InMemoryImages, on_white
 from litlab.errors import LitlabError
+from litlab.settings import Count, MNISTFamily, Positive, PositiveInt, Shape
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ImageDataset:
     object_size: int = 28
 
 
-DATASETS = {
+DATASETS: dict[MNISTFamily, ImageDataset] = {
     "mnist": ImageDataset(
         "MNIST", tuple("0123456789"), fetch_mnist, "litlab-data mnist", object_size=20
     ),
@@ -99,23 +100,21 @@ class MNISTDataModule(ImageDataModule):
 
     def __init__(
         self,
-        name: str = "mnist",
+        name: MNISTFamily = "mnist",
         data_dir: str = "data",
-        batch_size: int = 32,
-        eval_batch_size: int = 1000,
-        val_size: int = 5000,
-        labelled: int | None = None,
+        batch_size: PositiveInt = 32,
+        eval_batch_size: PositiveInt = 1000,
+        val_size: PositiveInt = 5000,
+        labelled: PositiveInt | None = None,
         seed: int = 0,
         download: bool = False,
         mean: float = 0.1307,
-        std: float = 0.3081,
-        num_classes: int = 10,
-        input_shape: Sequence[int] = (1, 28, 28),
-        num_workers: int = 0,
+        std: Positive = 0.3081,
+        num_classes: PositiveInt = 10,
+        input_shape: Shape = (1, 28, 28),
+        num_workers: Count = 0,
     ):
         super().__init__()
-        if name not in DATASETS:
-            raise LitlabError(f"unknown image dataset {name!r}; choose one of {sorted(DATASETS)}")
         self.save_hyperparameters(logger=False)
         self.spec = DATASETS[name]
         self.raw_dir = raw_dir(Path(data_dir), self.spec.folder)

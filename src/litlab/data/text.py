@@ -11,7 +11,7 @@ import json
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,7 @@ from litlab.data.base import (
 from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, read_corpus, read_hub
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
+from litlab.settings import Count, PositiveInt, Range, Share, TrainWindow
 
 PAD, UNK = "[PAD]", "[UNK]"  # ids 0 and 1
 TOKENIZER_FILE, LABELS_FILE = "tokenizer.json", "labels.json"
@@ -180,32 +181,25 @@ class TextDataModule(Modality, SplitDataModule):
         encoding: str = "utf-8",
         val_path: str | None = None,
         test_path: str | None = None,
-        num_classes: int = 5,
-        vocab_size: int = 10_000,
-        max_len: int = 400,
+        num_classes: PositiveInt = 5,
+        vocab_size: Annotated[int, Range(low=3)] = 10_000,  # padding, unknown, a word at least
+        max_len: PositiveInt = 400,
         lowercase: bool = True,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
+        val_fraction: Share = 0.1,
+        test_fraction: Share = 0.1,
         seed: int = 0,
-        batch_size: int = 32,
-        eval_batch_size: int = 256,
-        train_window: str = "first",
+        batch_size: PositiveInt = 32,
+        eval_batch_size: PositiveInt = 256,
+        train_window: TrainWindow = "first",
         bucketing: bool = True,
-        pool_batches: int = 50,
-        pad_to_multiple_of: int = 1,
+        pool_batches: PositiveInt = 50,
+        pad_to_multiple_of: PositiveInt = 1,  # 1: each batch padded to its longest text
         tokenizer_dir: str | None = None,
-        num_workers: int = 0,
+        num_workers: Count = 0,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
         check_fractions(val_fraction, test_fraction)
-        if not (isinstance(pad_to_multiple_of, int) and pad_to_multiple_of >= 1):
-            raise LitlabError(
-                f"data.pad_to_multiple_of={pad_to_multiple_of!r} must be a positive integer "
-                "(1 pads each batch only to its longest sequence)"
-            )
-        if train_window not in ("first", "random"):
-            raise LitlabError(f"data.train_window={train_window!r} is not one of: first, random")
         self.splits: dict[str, TokenizedTexts] = {}
         self.class_names: list[str] = []
         self.tokenizer: Tokenizer | None = None

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from litlab.settings import Cell
+
 
 def _rnn_step(gx, gh, h, c):
     h = torch.tanh(gx + gh)
@@ -63,7 +65,7 @@ def _gru_chunk(*tensors):
 
 
 # The torch layers these stand in for, whose parameters they hold.
-CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+CELLS: dict[Cell, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 CHUNKS = {"rnn": _rnn_chunk, "lstm": _lstm_chunk, "gru": _gru_chunk}
 
 

@@ -9,11 +9,12 @@ from torchmetrics import MeanMetric
 from litlab.errors import LitlabError
 from litlab.models.base import STAGES, LitModule
 from litlab.models.parts import build, config_hparams
+from litlab.settings import Count, NonNegative, PositiveInt, Reconstruction
 
-RECONSTRUCTIONS = ("bce", "mse")
 
-
-def reconstruction_loss(kind: str, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def reconstruction_loss(
+    kind: Reconstruction, logits: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
     """Per image, summed over pixels: binary cross-entropy on logits, or squared error."""
     if kind == "bce":
         loss = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
@@ -43,19 +44,13 @@ class Autoencoder(LitModule):
         decoder,
         optimizer,
         scheduler=None,
-        latent_dim: int = 20,
-        recon: str = "bce",
+        latent_dim: PositiveInt = 20,
+        recon: Reconstruction = "bce",
         *,
         options: dict | None = None,
         **speed,
     ):
         super().__init__(optimizer, scheduler, **speed)
-        if not isinstance(latent_dim, int) or latent_dim < 1:
-            raise LitlabError(f"model.latent_dim must be a positive integer, got {latent_dim!r}")
-        if recon not in RECONSTRUCTIONS:
-            raise LitlabError(
-                f"unknown model.recon {recon!r}; choose one of {list(RECONSTRUCTIONS)}"
-            )
         self.save_hyperparameters(
             {
                 **config_hparams(
@@ -133,11 +128,11 @@ class VAE(Autoencoder):
         decoder,
         optimizer,
         scheduler=None,
-        latent_dim: int = 20,
-        recon: str = "bce",
-        beta: float = 1.0,
-        kl_warmup_epochs: int = 0,
-        log_prob_samples: int = 0,
+        latent_dim: PositiveInt = 20,
+        recon: Reconstruction = "bce",
+        beta: NonNegative = 1.0,
+        kl_warmup_epochs: Count = 0,
+        log_prob_samples: Count = 0,
         **speed,
     ):
         if log_prob_samples > 0 and recon != "bce":

@@ -3,15 +3,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from litlab.errors import LitlabError
 from litlab.models.base import STAGES, LitModule
 from litlab.models.parts import build, config_hparams
 from litlab.models.transfer import load_pretrained
+from litlab.settings import Compile, Loss, PositiveInt
 
-LOSSES = ("cross_entropy", "mse")
 
-
-def classification_loss(name: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def classification_loss(name: Loss, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The article's losses (sec. 3.1.3): cross-entropy, or MSE between softmax and one-hot."""
     if name == "cross_entropy":
         return F.cross_entropy(logits, target)
@@ -36,15 +34,13 @@ class Classifier(LitModule):
         net,
         optimizer,
         scheduler=None,
-        loss: str = "cross_entropy",
-        num_classes: int = 10,
+        loss: Loss = "cross_entropy",
+        num_classes: PositiveInt = 10,
         init_from: str | None = None,
-        compile=False,
+        compile: Compile = False,
         channels_last: bool = False,
     ):
         super().__init__(optimizer, scheduler, compile, channels_last)
-        if loss not in LOSSES:
-            raise LitlabError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
         self.save_hyperparameters(
             {
                 **config_hparams(net=net, optimizer=optimizer, scheduler=scheduler),

@@ -4,22 +4,25 @@ Encoders end in `out_features` numbers: the code z for an autoencoder, [mu, log 
 VAE. Decoders return logits of the pixels (sigmoid gives intensities in [0, 1]).
 """
 
+from collections.abc import Sequence
 from math import prod
+from typing import Annotated
 
 import torch
 from torch import nn
 
 from litlab.nets.cnn import CNN
 from litlab.nets.layers import dense_stack
+from litlab.settings import Activation, Count, Pool, PositiveInt, Range, Shape
 
 
 class MLPEncoder(nn.Module):
     def __init__(
         self,
-        input_shape=(1, 28, 28),
-        out_features: int = 40,
-        hidden=(512, 256),
-        activation: str = "relu",
+        input_shape: Shape = (1, 28, 28),
+        out_features: PositiveInt = 40,
+        hidden: Sequence[PositiveInt] = (512, 256),
+        activation: Activation = "relu",
         batch_norm: bool = False,
     ):
         super().__init__()
@@ -33,10 +36,10 @@ class MLPEncoder(nn.Module):
 class MLPDecoder(nn.Module):
     def __init__(
         self,
-        latent_dim: int = 20,
-        output_shape=(1, 28, 28),
-        hidden=(256, 512),
-        activation: str = "relu",
+        latent_dim: PositiveInt = 20,
+        output_shape: Shape = (1, 28, 28),
+        hidden: Sequence[PositiveInt] = (256, 512),
+        activation: Activation = "relu",
         batch_norm: bool = False,
     ):
         super().__init__()
@@ -55,13 +58,13 @@ class ConvEncoder(CNN):
 
     def __init__(
         self,
-        input_shape=(1, 28, 28),
-        out_features: int = 40,
-        channels=(32, 64, 64),
-        kernel_size: int = 3,
-        pool: str = "max",
-        pooled_blocks: int | None = None,
-        activation: str = "relu",
+        input_shape: Shape = (1, 28, 28),
+        out_features: PositiveInt = 40,
+        channels: Sequence[PositiveInt] = (32, 64, 64),
+        kernel_size: PositiveInt | Sequence[PositiveInt] = 3,
+        pool: Pool = "max",
+        pooled_blocks: Count | None = None,
+        activation: Activation = "relu",
     ):
         super().__init__(
             input_shape,
@@ -78,7 +81,12 @@ class ConvEncoder(CNN):
 class ConvDecoder(nn.Module):
     """Linear to a 64 x 7 x 7 map, then two stride-2 transposed convolutions up to 28 x 28."""
 
-    def __init__(self, latent_dim: int = 20, output_shape=(1, 28, 28), channels: int = 64):
+    def __init__(
+        self,
+        latent_dim: PositiveInt = 20,
+        output_shape: Shape = (1, 28, 28),
+        channels: Annotated[int, Range(low=2)] = 64,  # halved once
+    ):
         super().__init__()
         side = output_shape[-1] // 4
         self.layers = nn.Sequential(

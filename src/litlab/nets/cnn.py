@@ -1,9 +1,12 @@
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from litlab.errors import LitlabError
 from litlab.nets import layers
 from litlab.nets.layers import POOLS, dense_stack
+from litlab.settings import Activation, Count, Pool, PositiveInt, Shape, Share
 
 
 class CNN(nn.Module):
@@ -18,19 +21,17 @@ class CNN(nn.Module):
 
     def __init__(
         self,
-        input_shape=(1, 28, 28),
-        num_classes: int = 10,
-        channels=(32, 64, 64),
-        kernel_size: int | list[int] = 3,
-        pool: str = "max",
-        pooled_blocks: int | None = None,
-        hidden=(64,),
-        activation: str = "relu",
-        dropout: float = 0.0,
+        input_shape: Shape = (1, 28, 28),
+        num_classes: PositiveInt = 10,
+        channels: Sequence[PositiveInt] = (32, 64, 64),
+        kernel_size: PositiveInt | Sequence[PositiveInt] = 3,  # one for all blocks, or one each
+        pool: Pool = "max",
+        pooled_blocks: Count | None = None,
+        hidden: Sequence[PositiveInt] = (64,),
+        activation: Activation = "relu",
+        dropout: Share = 0.0,
     ):
         super().__init__()
-        if pool not in POOLS:
-            raise LitlabError(f"unknown pool {pool!r}; choose one of {sorted(POOLS)}")
         pooled_blocks = len(channels) - 1 if pooled_blocks is None else pooled_blocks
         kernel_sizes = (
             [kernel_size] * len(channels) if isinstance(kernel_size, int) else kernel_size
@@ -68,7 +69,7 @@ class SeedCNN(CNN):
     function, see `CNN`.)
     """
 
-    def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10):
+    def __init__(self, input_shape: Shape = (1, 28, 28), num_classes: PositiveInt = 10):
         super().__init__(
             input_shape,
             num_classes,

@@ -2,22 +2,25 @@
 
 from torch import nn
 
-from litlab.errors import LitlabError
 from litlab.kernels import MaxPool2d
+from litlab.settings import Activation, Pool
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
-POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d}
+# By the names litlab.settings lists (tests/test_config.py holds the two together).
+ACTIVATIONS: dict[Activation, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+}
+POOLS: dict[Pool, type[nn.Module]] = {"max": MaxPool2d, "avg": nn.AvgPool2d}
 
 
-def activation(name: str) -> nn.Module:
+def activation(name: Activation) -> nn.Module:
     """The article's activations (sec. 3.1.2) by name."""
-    if name not in ACTIVATIONS:
-        raise LitlabError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
 def dense_stack(
-    width: int, hidden, act: str, dropout: float, batch_norm: bool = False
+    width: int, hidden, act: Activation, dropout: float, batch_norm: bool = False
 ) -> tuple[list[nn.Module], int]:
     """Linear (-> batch norm) -> activation (-> dropout) per hidden width; returns the layers
     and the last width."""

@@ -1,8 +1,10 @@
+from collections.abc import Sequence
 from math import prod
 
 from torch import nn
 
 from litlab.nets.layers import dense_stack
+from litlab.settings import Activation, PositiveInt, Shape, Share
 
 
 class MLP(nn.Module):
@@ -10,11 +12,11 @@ class MLP(nn.Module):
 
     def __init__(
         self,
-        input_shape=(1, 28, 28),
-        num_classes: int = 10,
-        hidden=(256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
+        input_shape: Shape = (1, 28, 28),
+        num_classes: PositiveInt = 10,
+        hidden: Sequence[PositiveInt] = (256, 128),
+        activation: Activation = "relu",
+        dropout: Share = 0.0,
     ):
         super().__init__()
         layers, width = dense_stack(prod(input_shape), hidden, activation, dropout)

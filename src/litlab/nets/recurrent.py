@@ -8,8 +8,8 @@ from torch.func import functional_call
 from litlab.errors import LitlabError
 from litlab.kernels import CompiledRecurrent
 from litlab.kernels.recurrent import CELLS, each_direction, over_directions
+from litlab.settings import Cell, CellImpl, PositiveInt, Share
 
-CELL_IMPLS = ("torch", "compiled", "triton")
 log = logging.getLogger(__name__)
 
 
@@ -65,24 +65,20 @@ class RecurrentClassifier(nn.Module):
 
     def __init__(
         self,
-        vocab_size: int = 10_000,
-        num_classes: int = 10,
-        embedding_dim: int = 64,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        cell: str = "lstm",
+        vocab_size: PositiveInt = 10_000,
+        num_classes: PositiveInt = 10,
+        embedding_dim: PositiveInt = 64,
+        hidden_size: PositiveInt = 64,
+        num_layers: PositiveInt = 2,
+        cell: Cell = "lstm",
         bidirectional: bool = False,
         keras_compatible: bool = False,
-        dropout: float = 0.0,
-        word_dropout: float = 0.0,
-        cell_impl: str = "torch",
-        chunk: int = 16,
+        dropout: Share = 0.0,
+        word_dropout: Share = 0.0,
+        cell_impl: CellImpl = "torch",
+        chunk: PositiveInt = 16,
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(CELLS)}")
-        if cell_impl not in CELL_IMPLS:
-            raise ValueError(f"unknown cell_impl {cell_impl!r}; choose one of {list(CELL_IMPLS)}")
         self.keras_compatible = keras_compatible
         layer_type = CompiledRecurrent
         if cell_impl == "triton":
@@ -190,7 +186,7 @@ class RNN(RecurrentClassifier):
     """The Elman network of sec. 3.3: h_t = tanh(W_hh h_{t-1} + W_xh x_t + b_h),
     y = W_hy h_T + b_y; stack it with `num_layers`. `keras_compatible` keeps the single b_h."""
 
-    def __init__(self, num_layers: int = 1, keras_compatible: bool = True, **kwargs):
+    def __init__(self, num_layers: PositiveInt = 1, keras_compatible: bool = True, **kwargs):
         super().__init__(
             cell="rnn", num_layers=num_layers, keras_compatible=keras_compatible, **kwargs
         )

@@ -1,84 +1,48 @@
-"""The settings of litlab's train config, by type and range: the one place they are checked.
+"""Check a composed config against the classes it names, before anything is imported or written.
 
-Each class lists the settings of one `_target_` (their values live in conf/), or of a part of
-the config without one (the top level, `paths`). `check_config` walks a composed config and
-refuses the first value that does not fit with one line naming the key and what it takes,
-before anything is imported or written. A node whose `_target_` is not listed here (a user's
-own class) is left to that class, though the nodes inside it are still checked. Interpolated
-values are checked where they point to, so `${data.num_classes}` is checked once, at the data.
-
-Importing this module is cheap (no torch): every command line is checked with it first.
+A node with a `_target_` is checked against that class's annotated signature, read from the
+class's source file without importing it (importing litlab's data modules means importing
+Lightning): each setting's type and range come from its annotation (`litlab.settings` has the
+words), and a class that takes no `**kwargs` refuses a key it does not take. A project's own
+class (`_target_: my_nets.TinyCNN`) is read the same way. torch's and Lightning's classes are
+not annotated with bounds; the settings of theirs that litlab's configs use are listed in
+`THEIRS`. Interpolated values are checked where they point to, so `${data.num_classes}` is
+checked once, at the data. No torch here.
 """
 
+import ast
+import builtins
+import collections.abc
+import importlib.util
 import types
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from litlab import settings
 from litlab.errors import LitlabError
+from litlab.settings import (
+    Count,
+    Fraction,
+    Mode,
+    NonNegative,
+    Positive,
+    PositiveInt,
+    Range,
+    Share,
+)
 
+# --- the parts of the config that no class takes --------------------------------------------
 
-@dataclass(frozen=True)
-class Range:
-    """Bounds on a number: `low`/`high` inclusive, `above`/`below` exclusive."""
-
-    low: float | None = None
-    above: float | None = None
-    below: float | None = None
-    high: float | None = None
-
-    def holds(self, value) -> bool:
-        return not (
-            (self.low is not None and value < self.low)
-            or (self.above is not None and value <= self.above)
-            or (self.below is not None and value >= self.below)
-            or (self.high is not None and value > self.high)
-        )
-
-    def words(self) -> str:
-        if self.low is not None and (self.below, self.high) != (None, None):
-            return (
-                f"in [{self.low}, {self.high}]"
-                if self.below is None
-                else f"in [{self.low}, {self.below})"
-            )
-        if self == Range(above=0) or self == Range(low=1):
-            return "positive"
-        if self == Range(low=0):
-            return "non-negative"
-        bounds = [(">=", self.low), (">", self.above), ("<", self.below), ("<=", self.high)]
-        return " and ".join(f"{sign} {bound}" for sign, bound in bounds if bound is not None)
-
-
-PositiveInt = Annotated[int, Range(low=1)]
-Count = Annotated[int, Range(low=0)]  # zero allowed: none of them
-Positive = Annotated[float, Range(above=0)]
-NonNegative = Annotated[float, Range(low=0)]
-Share = Annotated[float, Range(low=0, below=1)]  # dropout, a split's fraction
-Shape = list[PositiveInt]
-
-Activation = Literal["relu", "sigmoid", "tanh"]
-Pool = Literal["max", "avg"]
-Cell = Literal["rnn", "lstm", "gru"]
-CellImpl = Literal["torch", "compiled", "triton"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
-Reconstruction = Literal["bce", "mse"]
 Resume = Literal["auto", "auto_or_fresh"]
 MatmulPrecision = Literal["highest", "high", "medium"]  # torch.set_float32_matmul_precision's
 Precision = Literal[
     "16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true", "16", "32", "64", "bf16"
 ]
-Mode = Literal["max", "min"]
-
-
-class CompileOptions(TypedDict, total=False):
-    mode: CompileMode
-    dynamic: bool | None
-    fullgraph: bool
-
-
-# --- the top level ---------------------------------------------------------------------------
 
 
 class Paths(TypedDict, total=False):
@@ -110,165 +74,7 @@ class TrainConfig(TypedDict, total=False):
     compare_scratch: bool
 
 
-# --- data ------------------------------------------------------------------------------------
-
-
-class Loading(TypedDict, total=False):
-    data_dir: str
-    batch_size: PositiveInt
-    eval_batch_size: PositiveInt
-    seed: int
-    num_classes: PositiveInt
-    num_workers: Count
-
-
-class MNISTData(Loading, total=False):
-    name: Literal["mnist", "fashion_mnist"]
-    val_size: PositiveInt
-    labelled: PositiveInt | None
-    download: bool
-    mean: float
-    std: Positive
-    input_shape: Shape
-
-
-class TextData(Loading, total=False):
-    corpus: str
-    text_column: str
-    label_column: str
-    encoding: str
-    val_path: str | None
-    test_path: str | None
-    vocab_size: Annotated[int, Range(low=3)]  # padding, unknown and at least one word
-    max_len: PositiveInt
-    train_window: Literal["first", "random"]
-    lowercase: bool
-    val_fraction: Share
-    test_fraction: Share
-    bucketing: bool
-    pool_batches: PositiveInt
-    pad_to_multiple_of: PositiveInt
-    tokenizer_dir: str | None
-
-
-class ImageFolderData(TypedDict, total=False):
-    root: str
-    num_classes: PositiveInt
-    channels: Literal[1, 3]
-    image_size: PositiveInt | None
-    input_shape: Shape | None
-    mean: float | list[float] | None
-    std: Positive | list[Positive] | None
-    val_fraction: Share
-    test_fraction: Share
-    labelled: PositiveInt | None
-    seed: int
-    batch_size: PositiveInt
-    eval_batch_size: PositiveInt
-    save_dir: str | None
-    num_workers: Count
-
-
-# --- models and nets -------------------------------------------------------------------------
-
-
-class LitModule(TypedDict, total=False):
-    optimizer: Any
-    scheduler: Any
-    compile: Literal[False] | CompileMode | CompileOptions | None
-    channels_last: bool
-
-
-class ClassifierModel(LitModule, total=False):
-    net: Any
-    loss: Literal["cross_entropy", "mse"]
-    num_classes: PositiveInt
-    init_from: str | None
-
-
-class AutoencoderModel(LitModule, total=False):
-    encoder: Any
-    decoder: Any
-    latent_dim: PositiveInt
-    recon: Reconstruction
-
-
-class VAEModel(AutoencoderModel, total=False):
-    beta: NonNegative
-    kl_warmup_epochs: Count
-    log_prob_samples: Count
-
-
-class MLPNet(TypedDict, total=False):
-    input_shape: Shape
-    num_classes: PositiveInt
-    hidden: list[PositiveInt]
-    activation: Activation
-    dropout: Share
-
-
-class SeedCNNNet(TypedDict, total=False):
-    input_shape: Shape
-    num_classes: PositiveInt
-
-
-class ConvLayers(TypedDict, total=False):
-    input_shape: Shape
-    channels: list[PositiveInt]
-    kernel_size: PositiveInt | list[PositiveInt]  # one for every block, or one per block
-    pool: Pool
-    pooled_blocks: Count | None
-    activation: Activation
-
-
-class CNNNet(ConvLayers, total=False):
-    num_classes: PositiveInt
-    hidden: list[PositiveInt]
-    dropout: Share
-
-
-class ConvEncoderNet(ConvLayers, total=False):
-    out_features: PositiveInt
-
-
-class RecurrentNet(TypedDict, total=False):
-    vocab_size: PositiveInt
-    num_classes: PositiveInt
-    embedding_dim: PositiveInt
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    cell: Cell
-    bidirectional: bool
-    keras_compatible: bool
-    dropout: Share
-    word_dropout: Share
-    cell_impl: CellImpl
-    chunk: PositiveInt
-
-
-class MLPEncoderNet(TypedDict, total=False):
-    input_shape: Shape
-    out_features: PositiveInt
-    hidden: list[PositiveInt]
-    activation: Activation
-    batch_norm: bool
-
-
-class MLPDecoderNet(TypedDict, total=False):
-    latent_dim: PositiveInt
-    output_shape: Shape
-    hidden: list[PositiveInt]
-    activation: Activation
-    batch_norm: bool
-
-
-class ConvDecoderNet(TypedDict, total=False):
-    latent_dim: PositiveInt
-    output_shape: Shape
-    channels: Annotated[int, Range(low=2)]  # halved once
-
-
-# --- optimization ----------------------------------------------------------------------------
+# --- torch's and Lightning's classes: the settings litlab's configs use -----------------------
 
 
 class Adam(TypedDict, total=False):
@@ -312,9 +118,6 @@ class OneCycle(Schedule, total=False):
     three_phase: bool
 
 
-# --- the Trainer, callbacks and loggers (Lightning's own take more settings) -----------------
-
-
 class Trainer(TypedDict, total=False):
     default_root_dir: str
     min_epochs: Count | None
@@ -330,10 +133,10 @@ class Trainer(TypedDict, total=False):
     log_every_n_steps: PositiveInt
     deterministic: bool | Literal["warn"]
     fast_dev_run: bool | PositiveInt
-    limit_train_batches: PositiveInt | Annotated[float, Range(low=0, high=1)]
-    limit_val_batches: Count | Annotated[float, Range(low=0, high=1)]
-    limit_test_batches: PositiveInt | Annotated[float, Range(low=0, high=1)]
-    overfit_batches: Count | Annotated[float, Range(low=0, high=1)]
+    limit_train_batches: PositiveInt | Fraction
+    limit_val_batches: Count | Fraction
+    limit_test_batches: PositiveInt | Fraction
+    overfit_batches: Count | Fraction
     gradient_clip_val: NonNegative | None
     profiler: str | None
 
@@ -355,24 +158,9 @@ class EarlyStopping(TypedDict, total=False):
     min_delta: NonNegative
 
 
-class ModelSummary(TypedDict, total=False):
-    max_depth: Annotated[int, Range(low=-1)]
-
-
-class ProgressBar(TypedDict, total=False):
-    update_every: PositiveInt
+class RichProgressBar(TypedDict, total=False):
     refresh_rate: PositiveInt
     leave: bool
-
-
-class RunPictures(TypedDict, total=False):
-    dirpath: str
-
-
-class GenerativePictures(TypedDict, total=False):
-    dirpath: str
-    n: PositiveInt
-    scatter_points: PositiveInt
 
 
 class FileLogger(TypedDict, total=False):
@@ -401,24 +189,7 @@ class Wandb(TypedDict, total=False):
     settings: dict | None
 
 
-# The settings of each `_target_` the configs name.
-SETTINGS: dict[str, type] = {
-    "litlab.data.MNISTDataModule": MNISTData,
-    "litlab.data.TextDataModule": TextData,
-    "litlab.data.ImageFolderDataModule": ImageFolderData,
-    "litlab.models.Classifier": ClassifierModel,
-    "litlab.models.Autoencoder": AutoencoderModel,
-    "litlab.models.VAE": VAEModel,
-    "litlab.nets.MLP": MLPNet,
-    "litlab.nets.CNN": CNNNet,
-    "litlab.nets.SeedCNN": SeedCNNNet,
-    "litlab.nets.RecurrentClassifier": RecurrentNet,
-    "litlab.nets.LSTMClassifier": RecurrentNet,
-    "litlab.nets.RNN": RecurrentNet,
-    "litlab.nets.MLPEncoder": MLPEncoderNet,
-    "litlab.nets.MLPDecoder": MLPDecoderNet,
-    "litlab.nets.ConvEncoder": ConvEncoderNet,
-    "litlab.nets.ConvDecoder": ConvDecoderNet,
+THEIRS: dict[str, type] = {
     "torch.optim.Adam": Adam,
     "torch.optim.SGD": SGD,
     "torch.optim.lr_scheduler.CosineAnnealingLR": CosineAnnealing,
@@ -427,30 +198,162 @@ SETTINGS: dict[str, type] = {
     "lightning.pytorch.Trainer": Trainer,
     "lightning.pytorch.callbacks.ModelCheckpoint": ModelCheckpoint,
     "lightning.pytorch.callbacks.EarlyStopping": EarlyStopping,
-    "lightning.pytorch.callbacks.RichModelSummary": ModelSummary,
-    "litlab.callbacks.ProgressBar": ProgressBar,
-    "litlab.callbacks.RunPictures": RunPictures,
-    "litlab.callbacks.GenerativePictures": GenerativePictures,
-    "litlab.loggers.CSVLogger": FileLogger,
+    "lightning.pytorch.callbacks.RichProgressBar": RichProgressBar,
+    "lightning.pytorch.loggers.CSVLogger": FileLogger,
     "lightning.pytorch.loggers.TensorBoardLogger": TensorBoard,
     "lightning.pytorch.loggers.MLFlowLogger": MLFlow,
     "lightning.pytorch.loggers.WandbLogger": Wandb,
 }
-# Classes taking more settings than listed (Lightning's, torch's, a `**kwargs`): a key not
-# listed passes to them unchecked. Every other listed class refuses a key it does not take.
-OPEN = {target for target in SETTINGS if not target.startswith("litlab.")} | {
-    "litlab.callbacks.ProgressBar",
-    "litlab.loggers.CSVLogger",
+
+
+# --- a class's settings, read from its source ------------------------------------------------
+
+
+@dataclass
+class Settings:
+    """What a class takes: each setting's type, and whether it refuses any other key."""
+
+    hints: dict[str, Any] = field(default_factory=dict)
+    closed: bool = True
+
+
+# The names an annotation may use: typing's, collections.abc's and litlab.settings' words.
+_NAMES = {
+    **vars(builtins),
+    **{name: getattr(typing, name) for name in typing.__all__},
+    **{name: getattr(collections.abc, name) for name in collections.abc.__all__},
+    **{name: value for name, value in vars(settings).items() if not name.startswith("_")},
 }
+
+
+@cache
+def settings_of(target: str) -> Settings | None:
+    """The settings of the class at the dotted path `target`; None where it cannot be read (a
+    module that is not there is left for instantiating to report)."""
+    if target in THEIRS:
+        return Settings(get_type_hints(THEIRS[target], include_extras=True), closed=False)
+    found = _find_class(target)
+    return _read_class(*found) if found else None
+
+
+def _source(module: str) -> tuple[ast.Module, bool] | None:
+    """A module's parsed source and whether it is a package, found without importing it or its
+    packages (which may import torch)."""
+    top, *parts = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    file = Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
+    folders = [Path(p) for p in spec.submodule_search_locations or []]
+    for part in parts:
+        file = next((f / part / "__init__.py" for f in folders if (f / part).is_dir()), None)
+        if file is None:
+            file = next((f / f"{part}.py" for f in folders if (f / f"{part}.py").is_file()), None)
+            folders = []
+        else:
+            folders = [file.parent]
+        if file is None or not file.is_file():
+            return None
+    if file is None:
+        return None
+    return ast.parse(file.read_text(encoding="utf-8")), file.name == "__init__.py"
+
+
+def _find_class(target: str, depth: int = 0) -> tuple[ast.ClassDef, ast.Module, str] | None:
+    """The class definition `target` names, following the re-exports of packages."""
+    module, _, name = target.rpartition(".")
+    found = _source(module) if module and depth < 8 else None
+    if found is None:
+        return None
+    tree, package = found
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return node, tree, module
+    source = _imported(tree, module if package else module.rpartition(".")[0], name)
+    return _find_class(source, depth + 1) if source else None
+
+
+def _imported(tree: ast.Module, package: str, name: str) -> str | None:
+    """The dotted path `name` is imported from in the top level of a module of `package`."""
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    base = node.module or ""
+                    if node.level:
+                        parent = package.rsplit(".", node.level - 1)[0]
+                        base = f"{parent}.{base}" if base else parent
+                    return f"{base}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname == name or alias.name == name:
+                    return alias.name
+    return None
+
+
+def _dotted(expr: ast.expr, tree: ast.Module, module: str) -> str | None:
+    """The dotted path a base class expression (`nn.Module`, `Autoencoder`) names."""
+    if isinstance(expr, ast.Name):
+        defined = any(isinstance(n, ast.ClassDef) and n.name == expr.id for n in tree.body)
+        package = module.rpartition(".")[0]
+        return f"{module}.{expr.id}" if defined else _imported(tree, package, expr.id)
+    if isinstance(expr, ast.Attribute):
+        owner = _dotted(expr.value, tree, module)
+        return f"{owner}.{expr.attr}" if owner else None
+    return None
+
+
+def _base_settings(cls: ast.ClassDef, tree: ast.Module, module: str) -> Settings | None:
+    """The settings of the first base class whose constructor can be read: one of the same
+    project, or one of `THEIRS`."""
+    for base in cls.bases:
+        target = _dotted(base, tree, module)
+        same_project = target and target.split(".")[0] == module.split(".")[0]
+        if target in THEIRS or same_project:
+            found = settings_of(target)
+            if found is not None:
+                return found
+    return None
+
+
+def _annotation(expr: ast.expr | None) -> Any:
+    if expr is None:
+        return Any
+    try:
+        return eval(compile(ast.Expression(expr), "<annotation>", "eval"), dict(_NAMES))
+    except Exception:  # a name of torch or of the module (a tensor, a net): not a config value
+        return Any
+
+
+def _read_class(cls: ast.ClassDef, tree: ast.Module, module: str) -> Settings | None:
+    init = next(
+        (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
+    )
+    if init is None:  # inherited
+        return _base_settings(cls, tree, module)
+    args = init.args
+    named = [*args.posonlyargs, *args.args][1:] + args.kwonlyargs  # [1:]: self
+    own = Settings({a.arg: _annotation(a.annotation) for a in named})
+    if args.kwarg is None:
+        return own
+    base = _base_settings(cls, tree, module)  # **kwargs go to the base class
+    if base is None:
+        return Settings(own.hints, closed=False)
+    return Settings({**base.hints, **own.hints}, closed=base.closed)
+
+
+# --- the check -------------------------------------------------------------------------------
 
 
 def check_config(cfg: DictConfig) -> None:
     """Refuse the first value of `cfg` (a composed train config) that does not fit its setting."""
-    _check_mapping(cfg, TrainConfig, "", closed=False)
+    _check_mapping(cfg, get_type_hints(TrainConfig, include_extras=True), "", closed=False)
 
 
-def _check_mapping(node: DictConfig, schema: type | None, prefix: str, closed: bool) -> None:
-    hints = get_type_hints(schema, include_extras=True) if schema else {}
+def _check_mapping(node: DictConfig, hints: dict, prefix: str, closed: bool) -> None:
     for key in node:
         key = str(key)
         if key.startswith("_"):
@@ -474,7 +377,7 @@ def _check_mapping(node: DictConfig, schema: type | None, prefix: str, closed: b
 
 
 def _walk(value, where: str) -> None:
-    """Check the listed classes anywhere inside `value`."""
+    """Check the classes named anywhere inside `value`."""
     if isinstance(value, ListConfig):
         for i in range(len(value)):
             if not OmegaConf.is_interpolation(value, i):
@@ -482,9 +385,9 @@ def _walk(value, where: str) -> None:
     elif isinstance(value, DictConfig):
         named = "_target_" in value and not OmegaConf.is_interpolation(value, "_target_")
         target = value["_target_"] if named else None
-        schema = SETTINGS.get(target) if isinstance(target, str) else None
-        closed = schema is not None and target not in OPEN
-        _check_mapping(value, schema, f"{where}.", closed)
+        found = settings_of(target) if isinstance(target, str) else None
+        hints, closed = (found.hints, found.closed) if found else ({}, False)
+        _check_mapping(value, hints, f"{where}.", closed)
 
 
 def _check_value(value, hint, where: str) -> None:
@@ -493,9 +396,10 @@ def _check_value(value, hint, where: str) -> None:
         raise LitlabError(f"{where}={_show(value)} {problem}")
     if isinstance(value, DictConfig | ListConfig):
         alternatives = _alternatives(hint)
-        settings = next((a for a in alternatives if _is_typed_dict(a)), None)
-        if settings is not None and isinstance(value, DictConfig):
-            _check_mapping(value, settings, f"{where}.", closed=True)
+        mapping = next((a for a in alternatives if _is_typed_dict(a)), None)
+        if mapping is not None and isinstance(value, DictConfig):
+            hints = get_type_hints(mapping, include_extras=True)
+            _check_mapping(value, hints, f"{where}.", closed=True)
         elif Any in alternatives or dict in alternatives:
             _walk(value, where)
 
@@ -525,6 +429,10 @@ def _alternatives(hint) -> tuple:
     return (hint,)
 
 
+def _sequence(hint) -> bool:
+    return get_origin(hint) in (list, tuple, collections.abc.Sequence)
+
+
 def _is(value, hint) -> bool:
     if hint is Any:
         return True
@@ -538,19 +446,19 @@ def _is(value, hint) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
-    if hint is dict:
+    if hint is dict or get_origin(hint) in (dict, collections.abc.Mapping):
         return isinstance(value, DictConfig)
     if get_origin(hint) is Literal:
         return any(value == a and type(value) is type(a) for a in get_args(hint))
-    if get_origin(hint) is list:
-        (item,) = get_args(hint)
+    if _sequence(hint):
+        item = get_args(hint)[0] if get_args(hint) else Any
         return isinstance(value, ListConfig) and all(
             OmegaConf.is_interpolation(value, i) or _misfit(value[i], item) is None
             for i in range(len(value))
         )
     if _is_typed_dict(hint):
         return isinstance(value, DictConfig)
-    raise TypeError(f"no check for {hint!r}")
+    return True  # a type no config value is made of (a tensor, a net): the class's business
 
 
 def _is_typed_dict(hint) -> bool:
@@ -570,11 +478,13 @@ def _describe(hint) -> str:
         if len(values) == 1:
             return _show(values[0])
         return "one of " + ", ".join(v if isinstance(v, str) else _show(v) for v in values)
-    if get_origin(hint) is list:
+    if _sequence(hint):
         item = _describe(get_args(hint)[0]).split(" ", 1)[1]
         return f"a list of {item.replace('integer', 'integers').replace('number', 'numbers')}"
     if _is_typed_dict(hint):
         return "a mapping of " + ", ".join(get_type_hints(hint))
+    if get_origin(hint) in (dict, collections.abc.Mapping):
+        return "a mapping"
     names = {
         int: "an integer",
         float: "a number",
@@ -583,7 +493,7 @@ def _describe(hint) -> str:
         dict: "a mapping",
         type(None): "null",
     }
-    return names[hint]
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _or(alternatives: tuple) -> str:
