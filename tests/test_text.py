@@ -385,6 +385,7 @@ def test_hub_loader_keeps_the_datasets_own_splits(tmp_path, monkeypatch):
 
 def test_fractions_must_leave_data_to_train_on(tmp_path):
     with pytest.raises(LitlabError, match="must leave data to train on"):
-        TextDataModule(corpus=str(small_corpus(tmp_path)), val_fraction=0.5, test_fraction=0.5)
+        corpus = str(small_corpus(tmp_path))
+        TextDataModule(corpus=corpus, num_classes=2, val_fraction=0.5, test_fraction=0.5)
     message = setup_error(tmp_path, small_corpus(tmp_path), val_fraction=0.0)
     assert "the val split of corpus" in message and "data.val_fraction" in message

@@ -174,14 +174,14 @@ class TextDataModule(Modality, SplitDataModule):
 
     def __init__(
         self,
-        corpus: str = "bbc_news",
+        corpus: str,
+        num_classes: PositiveInt,
         data_dir: str = "data",
         text_column: str = "text",
         label_column: str = "label",
         encoding: str = "utf-8",
         val_path: str | None = None,
         test_path: str | None = None,
-        num_classes: PositiveInt = 5,
         vocab_size: Annotated[int, Range(low=3)] = 10_000,  # padding, unknown, a word at least
         max_len: PositiveInt = 400,
         lowercase: bool = True,
