@@ -1,6 +1,8 @@
-"""litlab-report: rank the jobs of a sweep; write report.csv and a plot per swept parameter."""
+"""litlab-report: rank the jobs of a sweep, or its configurations over seeds; write report.csv
+and a plot per swept parameter; compare two configurations seed by seed."""
 
 import argparse
+import math
 from pathlib import Path
 
 from rich.console import Console
@@ -28,6 +30,40 @@ def table(report: Report) -> Table:
     return out
 
 
+def seed_table(report: Report) -> Table:
+    """The ranked configurations: swept parameters but seed, then the metric over the seeds:
+    n, the mean, the half-width of its 95% interval, standard deviation, min and max."""
+    seeds = {seed for config in report.configs for seed in config.seeds}
+    out = Table(
+        title=f"{len(report.configs)} configurations over {len(seeds)} seeds, "
+        f"ranked by mean {report.metric} ({report.mode})"
+    )
+    for column in ["#", *report.config_params]:
+        out.add_column(column)
+    for column in ["n", "mean", "± 95%", "std", "min", "max"]:
+        out.add_column(column, justify="right")
+    for i, config in enumerate(report.configs, 1):
+        params = [config.params.get(p, "") for p in report.config_params]
+        s = config.stats
+        if s is None:
+            out.add_row("-", *params, "0", *["-"] * 5)
+            continue
+        numbers = [s.mean, s.high - s.mean, s.std, s.min, s.max]
+        out.add_row(
+            str(i), *params, str(s.n), *("-" if math.isnan(v) else f"{v:.4f}" for v in numbers)
+        )
+    return out
+
+
+def left_out(report: Report) -> list[str]:
+    """One line per job that n does not count."""
+    lines = []
+    for job in (job for config in report.configs for job in config.missing):
+        params = " ".join(f"{key}={job.params.get(key, '')}" for key in report.params)
+        lines.append(f"job {job.name} ({params}): {job.status}, no {report.metric}; not in n")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="litlab-report", description=__doc__)
     parser.add_argument("multirun_dir", type=Path, help="a sweep's logs/train/multiruns/<dir>")
@@ -39,10 +75,25 @@ def main(argv: list[str] | None = None) -> None:
         choices=["max", "min"],
         help="best is highest or lowest (default: the metric's own, min for losses)",
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="two configurations to compare over the seeds they share, each as key=value "
+        "(several pairs space-separated in one argument where one does not say which)",
+    )
     args = parser.parse_args(argv)
     with user_errors():
-        report = make_report(args.multirun_dir, args.metric, args.mode)
-    Console().print(table(report))
+        report = make_report(args.multirun_dir, args.metric, args.mode, args.compare)
+    console = Console()
+    if report.by_seed:
+        console.print(seed_table(report))
+        for line in left_out(report):
+            console.print(line, highlight=False)
+    else:
+        console.print(table(report))
+    if report.comparison:
+        console.print(report.comparison.text(), highlight=False)
     for path in [report.csv, *report.plots]:
         print(f"wrote {path}")
 
