@@ -350,9 +350,11 @@ def plot_means(
     from matplotlib.transforms import ScaledTranslation
 
     done = [config for config in configs if config.stats]
+    done.sort(key=lambda config: min((job.name for job in config.jobs), key=_natural))
+    values = [config.params.get(param) for config in done]  # in the sweep's order
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
-    xs = _x_axis(ax, [config.params.get(param) for config in done])
+    xs = _x_axis(ax, values)
     others = [key for key in params if key != param]
     lines: dict[str, list[tuple[float, Summary]]] = {}
     for x, config in zip(xs, done, strict=True):
@@ -366,7 +368,7 @@ def plot_means(
             [x for x, _ in points],
             [s.mean for _, s in points],
             yerr=[0.0 if math.isnan(h) else h for h in half],  # one seed: no interval
-            fmt="o-",
+            fmt="o-" if all(number(v) is not None for v in values) else "o",  # a trend, or not
             capsize=3,
             label=label or None,
         )

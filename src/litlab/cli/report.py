@@ -85,15 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with user_errors():
         report = make_report(args.multirun_dir, args.metric, args.mode, args.compare)
-    console = Console()
     if report.by_seed:
-        console.print(seed_table(report))
+        Console().print(seed_table(report))
         for line in left_out(report):
-            console.print(line, highlight=False)
+            print(line)
     else:
-        console.print(table(report))
+        Console().print(table(report))
     if report.comparison:
-        console.print(report.comparison.text(), highlight=False)
+        print(report.comparison.text())
     for path in [report.csv, *report.plots]:
         print(f"wrote {path}")
 
