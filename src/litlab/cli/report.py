@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from litlab.cli import user_errors
-from litlab.report import Report, make_report
+from litlab.report import Report, make_report, scored
 
 
 def table(report: Report) -> Table:
@@ -25,7 +25,7 @@ def table(report: Report) -> Table:
         values = [
             f"{job.metrics[m]:.4f}" if m in job.metrics else "-" for m in [report.metric, *others]
         ]
-        rank = str(i) if report.metric in job.metrics else "-"
+        rank = str(i) if scored(job, report.metric) else "-"
         out.add_row(rank, job.name, *(job.params.get(p, "") for p in report.params), *values)
     return out
 
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         "--compare",
         nargs=2,
         metavar=("A", "B"),
-        help="two configurations to compare over the seeds they share, each as key=value "
-        "(several pairs space-separated in one argument where one does not say which)",
+        help="compare two configurations over the seeds they share; name each by key=value, "
+        "or by several pairs in one quoted argument ('a=1 b=2') where one pair fits several",
     )
     args = parser.parse_args(argv)
     with user_errors():
