@@ -330,7 +330,7 @@ def test_the_cli_prints_the_seed_table_the_job_left_out_and_the_comparison(tmp_p
     assert out.index("0.9350") < out.index("0.8800") < out.index("0.8100")  # best mean first
     assert f"{T3 * math.sqrt(0.0035 / 3) / 2:.4f}" in out  # the interval's half-width
     assert "job 7 (model.net.activation=relu model.optimizer.lr=0.1 seed=4): unfinished" in out
-    assert "A minus B on the 3 seeds both ran (1, 2, 3): mean -0.0700" in out
+    assert "A minus B on the 3 seeds (1, 2, 3) both ran: mean -0.0700" in out
     assert "The interval excludes 0: B is the better" in out
     assert (tmp_path / "report.csv").is_file()
 

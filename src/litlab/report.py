@@ -60,28 +60,31 @@ class Comparison:
 
     def text(self) -> str:
         """The comparison in words, saying plainly whether the interval holds 0."""
-        (a, b), d = self.names, self.difference
-        lines = [
-            f"A: {a}",
-            f"B: {b}",
-            f"{self.metric}, A minus B on the {d.n} seed{'s' * (d.n > 1)} both ran "
-            f"({', '.join(self.seeds)}): "
-            + (
-                f"mean {d.mean:+.4f}, 95% interval [{d.low:+.4f}, {d.high:+.4f}]"
-                if d.n > 1
-                else f"{d.mean:+.4f}"
-            ),
-            f"A is the better on {self.wins[0]}, B on {self.wins[1]}, "
-            f"tied on {d.n - sum(self.wins)}.",
-        ]
+        d = self.difference
+        seeds = f"the {d.n} seeds" if d.n > 1 else "the one seed"
+        if any(self.seeds):  # a sweep that does not set the seed runs one, unnamed
+            seeds += f" ({', '.join(self.seeds)})"
+        if d.n > 1:
+            value = f"mean {d.mean:+.4f}, 95% interval [{d.low:+.4f}, {d.high:+.4f}]"
+        else:
+            value = f"{d.mean:+.4f}"
         if d.n == 1:
-            lines.append("One seed gives no interval: sweep more seeds (e.g. seed=1,2,3).")
+            verdict = "One seed gives no interval: sweep more seeds (e.g. seed=1,2,3)."
         elif d.excludes(0):
             better = "A" if (d.mean > 0) == (self.mode == "max") else "B"
-            lines.append(f"The interval excludes 0: {better} is the better over these seeds.")
+            verdict = f"The interval excludes 0: {better} is the better over these seeds."
         else:
-            lines.append("The interval includes 0: these seeds do not show either one better.")
-        return "\n".join(lines)
+            verdict = "The interval includes 0: these seeds do not show either one better."
+        return "\n".join(
+            [
+                f"A: {self.names[0]}",
+                f"B: {self.names[1]}",
+                f"{self.metric}, A minus B on {seeds} both ran: {value}",
+                f"A is the better on {self.wins[0]}, B on {self.wins[1]}, "
+                f"tied on {d.n - sum(self.wins)}.",
+                verdict,
+            ]
+        )
 
 
 @dataclass
