@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -223,6 +224,8 @@ def test_the_report_ranks_a_loss_lowest_first_and_lists_unfinished_jobs_last(tmp
     assert report.mode == "min" and report.params == ["model.optimizer.lr"]
     assert [job.name for job in report.jobs] == ["1", "0", "10", "2"]
     assert [p.name for p in report.plots] == ["report_model.optimizer.lr.png"]
+    assert not report.by_seed  # one row per job, as the table
+    assert next(csv.reader(report.csv.open())) == ["job", "model.optimizer.lr", "val/loss"]
 
 
 def test_the_report_of_a_directory_without_jobs_is_one_error_line(tmp_path, capsys):
@@ -231,3 +234,126 @@ def test_the_report_of_a_directory_without_jobs_is_one_error_line(tmp_path, caps
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "holds no jobs" in err and "\n" not in err
+
+
+# val/acc_best by seed, chosen so that the statistics come out round by hand.
+SEEDED = {
+    ("relu", "0.01"): {1: 0.90, 2: 0.92, 3: 0.94, 4: 0.98},
+    ("relu", "0.1"): {1: 0.85, 2: 0.91, 3: 0.88, 4: None},  # seed 4 has not finished
+    ("tanh", "0.01"): {1: 0.80, 2: 0.81, 3: 0.82},
+}
+T2, T3 = 4.302653, 3.182446  # the tables' two-sided 95% t for 2 and 3 degrees of freedom
+
+
+def seeded_sweep(sweep: Path) -> None:
+    job = 0
+    for (activation, lr), accuracies in SEEDED.items():
+        for seed, acc in accuracies.items():
+            overrides = [f"model.net.activation={activation}", f"model.optimizer.lr={lr}"]
+            metrics = None if acc is None else {"val/acc_best": acc, "val/loss_best": 1 - acc}
+            fake_job(sweep, str(job), ["experiment=mlp_relu", *overrides, f"seed={seed}"], metrics)
+            job += 1
+
+
+def stats_of(config) -> list[float]:
+    s = config.stats
+    return [s.n, s.mean, s.std, s.low, s.high, s.min, s.max]
+
+
+def test_the_seed_table_ranks_configurations_by_mean_with_the_interval_by_hand(tmp_path):
+    seeded_sweep(tmp_path)
+    report = make_report(tmp_path)
+    assert report.by_seed and report.metric == "val/acc_best"
+    assert report.config_params == ["model.net.activation", "model.optimizer.lr"]
+    rows = list(csv.DictReader(report.csv.open()))  # one row per configuration, best mean first
+    assert [(r["model.net.activation"], r["model.optimizer.lr"]) for r in rows] == [
+        ("relu", "0.01"),
+        ("relu", "0.1"),
+        ("tanh", "0.01"),
+    ]
+    columns = ["n", "mean", "std", "ci95_low", "ci95_high", "min", "max"]
+    # relu, 0.01: 0.90 0.92 0.94 0.98; mean 0.935, deviations -.035 -.015 .005 .045
+    std = math.sqrt((0.035**2 + 0.015**2 + 0.005**2 + 0.045**2) / 3)
+    half = T3 * std / math.sqrt(4)
+    by_hand = [4, 0.935, std, 0.935 - half, 0.935 + half, 0.90, 0.98]
+    # relu, 0.1: 0.85 0.91 0.88; the unfinished seed 4 is named and not counted
+    half = T2 * 0.03 / math.sqrt(3)
+    by_hand_too = [3, 0.88, 0.03, 0.88 - half, 0.88 + half, 0.85, 0.91]
+    for row, config, hand in zip(rows, report.configs, [by_hand, by_hand_too], strict=False):
+        assert stats_of(config) == pytest.approx(hand, abs=1e-6)
+        assert [float(row[column]) for column in columns] == pytest.approx(hand, abs=1e-6)
+    assert (rows[0]["seeds"], rows[0]["jobs"], rows[0]["missing"]) == ("1 2 3 4", "0 1 2 3", "")
+    assert (rows[1]["seeds"], rows[1]["jobs"], rows[1]["missing"]) == ("1 2 3", "4 5 6", "7")
+    assert [job.name for job in report.configs[1].missing] == ["7"]
+    assert report.configs[2].stats.mean == pytest.approx(0.81)
+    assert [p.name for p in report.plots] == [
+        "report_model.net.activation.png",
+        "report_model.optimizer.lr.png",
+    ]
+
+
+def test_compare_gives_the_paired_difference_over_shared_seeds_by_hand(tmp_path):
+    seeded_sweep(tmp_path)
+    a, b = "model.net.activation=relu model.optimizer.lr=0.01", "model.optimizer.lr=1e-1"
+    close = make_report(tmp_path, compare=(a, b)).comparison
+    # Seeds 1-3 only (seed 4 of B has no metric): differences .05 .01 .06, mean .04,
+    # deviations .01 -.03 .02, so std √(14e-4 / 2); the interval holds 0 though A wins all 3.
+    assert close.seeds == ["1", "2", "3"] and close.wins == (3, 0)
+    d, half = close.difference, T2 * math.sqrt(7e-4) / math.sqrt(3)
+    assert (d.n, d.mean, d.std) == (3, pytest.approx(0.04), pytest.approx(math.sqrt(7e-4)))
+    assert (d.low, d.high) == (
+        pytest.approx(0.04 - half, abs=1e-6),
+        pytest.approx(0.04 + half, abs=1e-6),
+    )
+    assert d.low < 0 < d.high
+    assert "The interval includes 0: these seeds do not show either one better." in close.text()
+
+    # relu against tanh at 0.01: differences .10 .11 .12, std 0.01; the interval excludes 0.
+    clear = make_report(tmp_path, compare=(a, "model.net.activation=tanh")).comparison
+    half = T2 * 0.01 / math.sqrt(3)
+    assert clear.difference.mean == pytest.approx(0.11) and clear.wins == (3, 0)
+    assert clear.difference.low == pytest.approx(0.11 - half, abs=1e-6)
+    assert "The interval excludes 0: A is the better over these seeds." in clear.text()
+
+    # On a loss lower is better: the difference turns, the winner does not.
+    by_loss = make_report(tmp_path, "val/loss_best", compare=("model.net.activation=tanh", a))
+    assert by_loss.comparison.difference.mean == pytest.approx(0.11)
+    assert by_loss.comparison.wins == (0, 3)
+    assert "B is the better" in by_loss.comparison.text()
+
+
+def test_the_cli_prints_the_seed_table_the_job_left_out_and_the_comparison(tmp_path, capsys):
+    seeded_sweep(tmp_path)
+    report_main([str(tmp_path), "--compare", "model.net.activation=tanh", "model.optimizer.lr=0.1"])
+    out = capsys.readouterr().out
+    assert "3 configurations over 4 seeds, ranked by mean val/acc_best (max)" in out
+    assert out.index("0.9350") < out.index("0.8800") < out.index("0.8100")  # best mean first
+    assert f"{T3 * math.sqrt(0.0035 / 3) / 2:.4f}" in out  # the interval's half-width
+    assert "job 7 (model.net.activation=relu model.optimizer.lr=0.1 seed=4): unfinished" in out
+    assert "A minus B on the 3 seeds (1, 2, 3) both ran: mean -0.0700" in out
+    assert "The interval excludes 0: B is the better" in out
+    assert (tmp_path / "report.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("compare", "message"),
+    [
+        (["model.optimizer.lr=0.5", "model.optimizer.lr=0.1"], "holds no such configuration"),
+        (["model.net.width=8", "model.optimizer.lr=0.1"], "no job sets model.net.width"),
+        (["model.optimizer.lr=0.01", "model.optimizer.lr=0.1"], "matches 2 configurations"),
+        (["seed=1", "seed=2"], "leave seed= out"),
+        (["model.optimizer.lr=0.1", "model.optimizer.lr=1e-1"], "the same configuration"),
+        (["0.01", "model.optimizer.lr=0.1"], "as key=value"),
+    ],
+)
+def test_compare_of_a_configuration_the_sweep_does_not_hold_is_refused(
+    tmp_path, capsys, compare, message
+):
+    seeded_sweep(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(SystemExit) as stopped:
+        report_main([str(tmp_path), "--compare", *compare])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --compare") and message in err and "\n" not in err
+    assert sorted(tmp_path.iterdir()) == before  # no report.csv, no plot

@@ -1,11 +1,14 @@
 """The jobs of a sweep side by side: a ranked table, `report.csv`, and one plot per swept parameter.
 
 A sweep (`litlab-train -m ...`) writes `<multirun>/<job>/` per job, holding Hydra's
-`.hydra/overrides.yaml` and litlab's `metrics.json`; that is all this reads.
+`.hydra/overrides.yaml` and litlab's `metrics.json`; that is all this reads. When the sweep
+varies `seed`, the jobs that differ only in their seed make one configuration, and the report
+ranks configurations by their mean over seeds, with a 95% confidence interval (`litlab.stats`).
 """
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +18,9 @@ from litlab import objective
 from litlab.errors import LitlabError
 from litlab.files import atomic_write, replacing
 from litlab.rundir import RunDir
+from litlab.stats import Summary, summarize
+
+SEED = "seed"  # the override that repeats a configuration
 
 
 @dataclass
@@ -23,6 +29,62 @@ class Job:
     params: dict[str, str]  # override key -> value, as typed or sampled
     metrics: dict[str, float] = field(default_factory=dict)  # empty: the job did not finish
     optimized_metric: str | None = None
+    status: str = "finished"  # or "unfinished": no metrics.json yet
+
+
+@dataclass
+class Config:
+    """The jobs of one configuration: the same overrides but `seed`."""
+
+    params: dict[str, str]  # its overrides but seed
+    jobs: list[Job]  # those that logged the metric, by seed
+    missing: list[Job]  # those that did not, left out of `stats`
+    stats: Summary | None  # the metric over `jobs`; None when none logged it
+
+    @property
+    def seeds(self) -> list[str]:
+        return [job.params.get(SEED, "") for job in self.jobs]
+
+
+@dataclass
+class Comparison:
+    """Two configurations seed by seed, on the seeds both logged the metric on."""
+
+    metric: str
+    mode: str  # "max" or "min": which end is the better
+    names: tuple[str, str]  # as asked for, e.g. "model.optimizer.lr=0.01"
+    configs: tuple[Config, Config]
+    seeds: list[str]
+    difference: Summary  # of the first's metric minus the second's, seed by seed
+    wins: tuple[int, int]  # on how many seeds each is the better (by the mode); the rest tie
+
+    def text(self) -> str:
+        """The comparison in words, saying plainly whether the interval holds 0."""
+        d = self.difference
+        seeds = f"the {d.n} seeds" if d.n > 1 else "the one seed"
+        if any(self.seeds):  # a sweep that does not set the seed runs one, unnamed
+            seeds += f" ({', '.join(self.seeds)})"
+        if d.n > 1:
+            value = f"mean {d.mean:+.4f}, 95% interval [{d.low:+.4f}, {d.high:+.4f}]"
+        else:
+            value = f"{d.mean:+.4f}"
+        if d.n == 1:
+            verdict = "One seed gives no interval: sweep more seeds (e.g. seed=1,2,3)."
+        elif d.excludes(0):
+            better = "A" if (d.mean > 0) == (self.mode == "max") else "B"
+            verdict = f"The interval excludes 0: {better} is the better over these seeds."
+        else:
+            verdict = "The interval includes 0: these seeds do not show either one better."
+        return "\n".join(
+            [
+                f"A: {self.names[0]}",
+                f"B: {self.names[1]}",
+                f"{self.metric}, A minus B on {seeds} both ran: {value}",
+                f"A is the better on {self.wins[0]}, B on {self.wins[1]}, "
+                f"tied on {d.n - sum(self.wins)}.",
+                verdict,
+            ]
+        )
 
 
 @dataclass
@@ -31,8 +93,20 @@ class Report:
     mode: str  # "max" or "min": which end ranks first
     params: list[str]  # the swept parameters
     jobs: list[Job]  # finished jobs best first, then unfinished ones
+    configs: list[Config]  # best mean first, then those without the metric
     csv: Path
     plots: list[Path]
+    comparison: Comparison | None = None
+
+    @property
+    def by_seed(self) -> bool:
+        """Whether the sweep varies the seed: then its table and plots are of configurations."""
+        return SEED in self.params
+
+    @property
+    def config_params(self) -> list[str]:
+        """The swept parameters that tell configurations apart."""
+        return [key for key in self.params if key != SEED]
 
 
 def read_jobs(multirun_dir: Path) -> list[Job]:
@@ -48,7 +122,9 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
             key, _, value = str(override).partition("=")
             params[key.lstrip("+~")] = value
         run = RunDir(job_dir)
-        job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, run.metrics())
+        metrics = run.metrics()
+        status = "finished" if metrics else "unfinished"
+        job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, metrics, status=status)
         if run.config_file.is_file():
             job.optimized_metric = run.config().get("optimized_metric")
         jobs.append(job)
@@ -67,8 +143,13 @@ def _natural(name: str) -> list[tuple]:
 
 def swept(jobs: list[Job]) -> list[str]:
     """The parameters whose values differ between jobs, in command-line order."""
-    keys = list(dict.fromkeys(key for job in jobs for key in job.params))
-    return [key for key in keys if len({job.params.get(key) for job in jobs}) > 1]
+    return varying([job.params for job in jobs])
+
+
+def varying(params: list[dict[str, str]]) -> list[str]:
+    """The keys whose values differ between `params`, in order of first appearance."""
+    keys = list(dict.fromkeys(key for each in params for key in each))
+    return [key for key in keys if len({each.get(key) for each in params}) > 1]
 
 
 def number(value: str | None) -> float | None:
@@ -78,11 +159,104 @@ def number(value: str | None) -> float | None:
         return None
 
 
+def scored(job: Job, metric: str) -> bool:
+    """Whether `job` counts in the ranking: it finished and logged `metric`."""
+    return job.status == "finished" and metric in job.metrics
+
+
 def ranked(jobs: list[Job], metric: str, mode: str) -> list[Job]:
     """Finished jobs best first, then those without the metric in their original order."""
-    done = [job for job in jobs if metric in job.metrics]
+    done = [job for job in jobs if scored(job, metric)]
     done.sort(key=lambda job: job.metrics[metric], reverse=mode == "max")
-    return done + [job for job in jobs if metric not in job.metrics]
+    return done + [job for job in jobs if not scored(job, metric)]
+
+
+def configurations(jobs: list[Job], metric: str, mode: str) -> list[Config]:
+    """The jobs grouped by their overrides but `seed`, best mean first, then the configurations
+    no job of which logged `metric`."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        params = {key: value for key, value in job.params.items() if key != SEED}
+        groups.setdefault(tuple(sorted(params.items())), []).append(job)
+    configs = []
+    for key, members in groups.items():
+        members = sorted(members, key=lambda job: _seed_order(job.params.get(SEED)))
+        done = [job for job in members if scored(job, metric)]
+        stats = summarize([job.metrics[metric] for job in done]) if done else None
+        missing = [job for job in members if not scored(job, metric)]
+        configs.append(Config(dict(key), done, missing, stats))
+    with_stats = [config for config in configs if config.stats]
+    with_stats.sort(key=lambda config: config.stats.mean, reverse=mode == "max")
+    return with_stats + [config for config in configs if not config.stats]
+
+
+def _seed_order(seed: str | None) -> tuple:
+    """Seed 2 before seed 10."""
+    return (0, number(seed), "") if number(seed) is not None else (1, 0, str(seed))
+
+
+def select(configs: list[Config], asked: str) -> Config:
+    """The one configuration whose overrides hold every `key=value` of `asked` (space-separated;
+    numbers match by value, so 1e-2 is 0.01)."""
+    parts = [part.partition("=") for part in asked.split()]
+    if not parts or any(not key or not sep for key, sep, _ in parts):
+        raise LitlabError(
+            f"--compare {asked!r}: name a configuration as key=value, e.g. model.optimizer.lr=0.01"
+        )
+    pairs = {key.lstrip("+~"): value for key, _, value in parts}
+    known = sorted({key for config in configs for key in config.params})
+    if SEED in pairs:
+        raise LitlabError(
+            f"--compare {asked!r}: a configuration is compared over its seeds; leave seed= out"
+        )
+    unknown = sorted(pairs.keys() - set(known))
+    if unknown:
+        raise LitlabError(
+            f"--compare {asked!r}: no job sets {unknown[0]}; "
+            f"they set {', '.join(known) or 'only seed'}"
+        )
+    found = [c for c in configs if all(_same(c.params[k], v) for k, v in pairs.items())]
+    if not found:
+        there = "; ".join(
+            f"{key} is one of {', '.join(sorted({c.params[key] for c in configs}))}"
+            for key in pairs
+        )
+        raise LitlabError(f"--compare {asked!r}: the sweep holds no such configuration ({there})")
+    if len(found) > 1:
+        apart = " ".join(
+            f"{key}={found[0].params[key]}" for key in varying([c.params for c in found])
+        )
+        raise LitlabError(
+            f"--compare {asked!r} matches {len(found)} configurations; "
+            f"name one, e.g. '{asked} {apart}'"
+        )
+    return found[0]
+
+
+def _same(value: str, asked: str) -> bool:
+    return value == asked or (number(value) is not None and number(value) == number(asked))
+
+
+def paired(configs: list[Config], first: str, second: str, metric: str, mode: str) -> Comparison:
+    """The configurations named `first` and `second` (see `select`) seed by seed: the mean of
+    their difference with its 95% interval, and on how many seeds each is the better."""
+    a, b = select(configs, first), select(configs, second)
+    if a is b:
+        raise LitlabError(f"--compare {first!r} {second!r}: both name the same configuration")
+    ours, theirs = (
+        {s: j.metrics[metric] for s, j in zip(c.seeds, c.jobs, strict=True)} for c in (a, b)
+    )
+    seeds = [seed for seed in ours if seed in theirs]
+    if not seeds:
+        raise LitlabError(
+            f"--compare: {first} and {second} share no seed with {metric} "
+            f"({first}: seeds {', '.join(a.seeds) or 'none'}; "
+            f"{second}: seeds {', '.join(b.seeds) or 'none'})"
+        )
+    differences = [ours[seed] - theirs[seed] for seed in seeds]
+    sign = 1 if mode == "max" else -1
+    wins = (sum(sign * d > 0 for d in differences), sum(sign * d < 0 for d in differences))
+    return Comparison(metric, mode, (first, second), (a, b), seeds, summarize(differences), wins)
 
 
 def default_metric(jobs: list[Job]) -> str:
@@ -97,51 +271,137 @@ def default_metric(jobs: list[Job]) -> str:
 def write_csv(jobs: list[Job], params: list[str], path: Path) -> Path:
     """One row per job (in the given order): its swept parameters, then every metric."""
     metrics = sorted({name for job in jobs for name in job.metrics})
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["job", *params, *metrics])
+    rows = [["job", *params, *metrics]]
     for job in jobs:
         row = [job.params.get(key, "") for key in params]
-        writer.writerow([job.name, *row, *(job.metrics.get(m, "") for m in metrics)])
+        rows.append([job.name, *row, *(job.metrics.get(m, "") for m in metrics)])
+    return _write_rows(rows, path)
+
+
+STATS = ["n", "mean", "std", "ci95_low", "ci95_high", "min", "max"]
+
+
+def write_config_csv(configs: list[Config], params: list[str], metric: str, path: Path) -> Path:
+    """One row per configuration (in the given order): its swept parameters, `metric` over its
+    seeds (`STATS`), which seeds and jobs count, and the jobs that did not log it."""
+    rows = [[*params, "metric", *STATS, "seeds", "jobs", "missing"]]
+    for config in configs:
+        s = config.stats
+        values = [s.n, s.mean, s.std, s.low, s.high, s.min, s.max] if s else [0]
+        values = [_cell(v) for v in values] + [""] * (len(STATS) - len(values))
+        names = [" ".join(config.seeds), " ".join(job.name for job in config.jobs)]
+        missing = " ".join(job.name for job in config.missing)
+        rows.append([*(config.params.get(p, "") for p in params), metric, *values, *names, missing])
+    return _write_rows(rows, path)
+
+
+def _cell(value: float) -> float | str:
+    """A number for the CSV; empty where there is none (the spread of one seed)."""
+    return "" if isinstance(value, float) and math.isnan(value) else value
+
+
+def _write_rows(rows: list[list], path: Path) -> Path:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
     return atomic_write(path, text.getvalue())
 
 
-def plot(jobs: list[Job], param: str, metric: str, path: Path) -> Path:
-    """`metric` against one swept parameter: a numeric axis (log when it spans a decade or
-    more), else one column per value."""
-    from matplotlib.figure import Figure  # no pyplot: no backend to pick, nothing global
-
-    done = [job for job in jobs if metric in job.metrics]
-    values = [job.params.get(param) for job in done]
+def _x_axis(ax, values: list[str | None]) -> list[float]:
+    """Where each value of a parameter goes on `ax`: a numeric axis (log when it spans a decade
+    or more), else one column per value."""
     numbers = [number(v) for v in values]
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.subplots()
     if all(n is not None for n in numbers):
-        ax.scatter(numbers, [job.metrics[metric] for job in done])
         positive = [n for n in numbers if n > 0]
-        if len(positive) == len(numbers) and max(positive) >= 10 * min(positive):
+        if positive and len(positive) == len(numbers) and max(positive) >= 10 * min(positive):
             ax.set_xscale("log")
-    else:
-        categories = list(dict.fromkeys(str(v) for v in values))
-        xs = [categories.index(str(v)) for v in values]
-        ax.scatter(xs, [job.metrics[metric] for job in done])
-        ax.set_xticks(range(len(categories)), categories)
-    ax.set_xlabel(param)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} by {param} ({len(done)} jobs)")
-    ax.grid(alpha=0.3)
+        return numbers
+    categories = list(dict.fromkeys(str(v) for v in values))
+    ax.set_xticks(range(len(categories)), categories)
+    return [categories.index(str(v)) for v in values]
+
+
+def _save(fig, path: Path) -> Path:
     with replacing(path) as f:
         fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
     return path
 
 
-def make_report(multirun_dir: Path, metric: str | None = None, mode: str | None = None) -> Report:
+def plot(jobs: list[Job], param: str, metric: str, path: Path) -> Path:
+    """`metric` of each job against one swept parameter."""
+    from matplotlib.figure import Figure  # no pyplot: no backend to pick, nothing global
+
+    done = [job for job in jobs if scored(job, metric)]
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    ax.scatter(
+        _x_axis(ax, [job.params.get(param) for job in done]), [j.metrics[metric] for j in done]
+    )
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by {param} ({len(done)} jobs)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_means(
+    configs: list[Config], param: str, params: list[str], metric: str, path: Path
+) -> Path:
+    """The mean of `metric` over seeds, its 95% interval as error bars, against one swept
+    parameter: one line per setting of the other swept `params`, each nudged sideways so that
+    their bars do not hide one another."""
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import ScaledTranslation
+
+    done = [config for config in configs if config.stats]
+    done.sort(key=lambda config: min((job.name for job in config.jobs), key=_natural))
+    values = [config.params.get(param) for config in done]  # in the sweep's order
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    xs = _x_axis(ax, values)
+    others = [key for key in params if key != param]
+    lines: dict[str, list[tuple[float, Summary]]] = {}
+    for x, config in zip(xs, done, strict=True):
+        label = " ".join(f"{key}={config.params.get(key)}" for key in others)
+        lines.setdefault(label, []).append((x, config.stats))
+    step = min(0.06, 0.3 / len(lines))  # inches between neighbouring lines
+    for i, (label, points) in enumerate(lines.items()):
+        points.sort(key=lambda point: point[0])
+        half = [(s.high - s.low) / 2 for _, s in points]  # the interval is symmetric
+        bars = ax.errorbar(
+            [x for x, _ in points],
+            [s.mean for _, s in points],
+            yerr=[0.0 if math.isnan(h) else h for h in half],  # one seed: no interval
+            fmt="o-" if all(number(v) is not None for v in values) else "o",  # a trend, or not
+            capsize=3,
+            label=label or None,
+        )
+        nudge = ScaledTranslation((i - (len(lines) - 1) / 2) * step, 0, fig.dpi_scale_trans)
+        for artist in bars.get_children():  # after the axes took in the data where it lies
+            artist.set_transform(artist.get_transform() + nudge)
+    if 1 < len(lines) <= 10:
+        ax.legend(fontsize="small")
+    ax.set_xlabel(param)
+    ax.set_ylabel(f"mean {metric}")
+    ax.set_title(f"{metric} by {param}: mean and 95% interval over seeds", fontsize="medium")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def make_report(
+    multirun_dir: Path,
+    metric: str | None = None,
+    mode: str | None = None,
+    compare: tuple[str, str] | None = None,
+) -> Report:
     """Read a sweep, rank its jobs by `metric` (by default the one it optimized), and write
-    `report.csv` and `report_<param>.png` into `multirun_dir`."""
+    `report.csv` and `report_<param>.png` into `multirun_dir`. A sweep over `seed` is ranked
+    by configuration; `compare` names two (e.g. `("model.optimizer.lr=0.01",
+    "model.optimizer.lr=0.1")`) to set side by side over their seeds (`Report.comparison`).
+    A mistake is refused before anything is written."""
     multirun_dir = Path(multirun_dir)
     jobs = read_jobs(multirun_dir)
     metric = metric or default_metric(jobs)
-    if not any(metric in job.metrics for job in jobs):
+    if not any(scored(job, metric) for job in jobs):
         known = sorted({name for job in jobs for name in job.metrics})
         raise LitlabError(f"no job logged {metric}; choose one of {', '.join(known) or 'none'}")
     mode = mode or objective.mode(metric)
@@ -149,9 +409,19 @@ def make_report(multirun_dir: Path, metric: str | None = None, mode: str | None 
         raise LitlabError(f"mode={mode} must be min or max")
     params = swept(jobs)
     jobs = ranked(jobs, metric, mode)
-    plots = [
-        plot(jobs, param, metric, multirun_dir / f"report_{param.replace('/', '_')}.png")
-        for param in params
-    ]
-    table = write_csv(jobs, params, multirun_dir / "report.csv")
-    return Report(metric, mode, params, jobs, table, plots)
+    configs = configurations(jobs, metric, mode)
+    comparison = paired(configs, *compare, metric, mode) if compare else None
+    report = Report(
+        metric, mode, params, jobs, configs, multirun_dir / "report.csv", [], comparison
+    )
+    for param in report.config_params:
+        path = multirun_dir / f"report_{param.replace('/', '_')}.png"
+        if report.by_seed:
+            report.plots.append(plot_means(configs, param, report.config_params, metric, path))
+        else:
+            report.plots.append(plot(jobs, param, metric, path))
+    if report.by_seed:
+        write_config_csv(configs, report.config_params, metric, report.csv)
+    else:
+        write_csv(jobs, params, report.csv)
+    return report
