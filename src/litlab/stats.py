@@ -20,7 +20,7 @@ def t_within(t: float, df: int) -> float:
 
 def _within(theta: float, df: int) -> float:
     cos2, total = math.cos(theta) ** 2, 0.0
-    # odd df: (2/π)(θ + sin θ (cos θ + 2/3 cos³θ + ... + (2·4···(df-3))/(1·3···(df-2)) cos^(df-2) θ))
+    # odd df: (2/π)(θ + sin θ (cos θ + 2/3 cos³θ + ... + (2·4···(df-3))/(1·3···(df-2))cos^(df-2)θ))
     if df % 2:
         term = math.cos(theta)
         for k in range(1, (df - 1) // 2 + 1):
