@@ -149,7 +149,10 @@ def test_hidden_sizes_beyond_the_chip_fall_back_to_compiled_cells_with_a_note(ca
     with caplog.at_level(logging.WARNING, "litlab.nets.recurrent"):
         net = RecurrentClassifier(hidden_size=128, cell="lstm", cell_impl="triton")
     assert type(net.layers[0]) is CompiledRecurrent and net.cell_impl == "compiled"
-    assert "do not fit on chip; running compiled cells instead" in caplog.text
+    assert caplog.messages == [
+        "cell_impl=triton: hidden_size=128 is over the 64 units its lstm kernels hold on chip; "
+        "running compiled cells instead"
+    ]
 
 
 def test_a_triton_net_exports_through_torch_cells(tmp_path, monkeypatch):
