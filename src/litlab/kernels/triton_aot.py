@@ -23,11 +23,12 @@ from triton.compiler import ASTSource
 
 from litlab.kernels.triton_recurrent import BACKWARD, FORWARD, fits_on_chip, kernel_options
 
-# The GPUs compiled for, by compute capability, and the shared memory one block may opt into
-# there: 163 KiB on 8.0, 227 KiB on 9.0 (CUDA C++ Programming Guide, "Technical
-# Specifications per Compute Capability", maximum shared memory per thread block).
+# The GPUs the layer runs on, by compute capability, and the shared memory one block may opt
+# into: 96 KiB on 7.0 (the V100, which it refuses), 163 KiB on 8.0, 227 KiB on 9.0 (CUDA C++
+# Programming Guide, "Technical Specifications per Compute Capability": maximum amount of
+# shared memory per thread block).
 ARCHS = {80: "A100", 90: "H100/H200"}
-SHARED_PER_BLOCK = {80: 163 * 1024, 90: 227 * 1024}
+SHARED_PER_BLOCK = {70: 96 * 1024, 80: 163 * 1024, 90: 227 * 1024}
 MAX_REGISTERS = 255  # per thread, on every architecture since sm_30
 # The precision paths: the weights' dtype and tl.dot's input precision for fp32. bf16 and
 # fp16 are what autocast gives the layer; fp32 runs TF32 where matmul precision allows it.
