@@ -84,18 +84,19 @@ def main() -> None:
         "triton_aot",
         "Triton kernels on sm_80 / sm_90, compiled without a GPU",
         f"""Each kernel `cell_impl=triton` launches, compiled by `triton.compile` for the A100
-(sm_80) and the H100/H200 (sm_90) as the launcher would (`litlab.kernels.triton_aot`), read by
-`cuobjdump -res-usage`: registers per thread, shared memory per block (static and the launch's
-dynamic share), and bytes spilled per thread (stack and local memory). A verdict other than
-"fits" names what fails: spilled registers, or shared memory over the block's opt-in limit
-({limits}). Rows marked "refused" are the next tile up, which `fits_on_chip` sends to compiled
-cells. These are the compiler's figures, the same on any machine; `make test` holds every
-accepted row to "fits" (tests/test_triton_aot.py).
+(sm_80) and the H100/H200 (sm_90) as the launcher would (`litlab.kernels.triton_aot`), read
+by `cuobjdump -res-usage`: registers per thread, shared memory per block (static and the
+launch's dynamic share), and bytes spilled per thread (stack and local memory). A verdict
+other than "fits" names what fails: spilled registers, or shared memory over the block's
+opt-in limit ({limits}). Rows marked "refused" are the next tile up, which `fits_on_chip`
+sends to compiled cells. These are the compiler's figures, the same on any machine; `make
+test` holds every accepted row to "fits" (tests/test_triton_aot.py).
 
 {table}
 
-The largest accepted tile compiled for sm_70 (V100, {SHARED_PER_BLOCK[OLD] // 1024} KiB of
-shared memory per block), where `cell_impl=triton` runs compiled cells instead.
+The largest accepted tile compiled for sm_70 (V100, {SHARED_PER_BLOCK[OLD] // 1024} KiB of shared
+memory per block). Triton supports NVIDIA GPUs from sm_80 on, so there `cell_impl=triton` runs
+compiled cells instead.
 
 {old}
 """,

@@ -91,8 +91,8 @@ def test_which_gpus_and_sizes_run_the_kernels(capability, hidden, reason):
 
 
 def test_a_gpu_older_than_sm80_runs_compiled_cells_with_one_line_naming_it(caplog, monkeypatch):
-    """A V100 (sm_70): the bf16 and fp16 kernels spill there (docs/benchmarks.md), so the net
-    takes compiled cells, at build time, before Triton compiles anything."""
+    """A V100 (sm_70), which Triton does not support: the net takes compiled cells when it is
+    built, before Triton compiles anything."""
     monkeypatch.setattr(triton_recurrent, "gpu_capability", lambda: (7, 0))
     with caplog.at_level(logging.WARNING, "litlab.nets.recurrent"):
         net = RecurrentClassifier(hidden_size=64, cell="lstm", cell_impl="triton")

@@ -57,7 +57,9 @@ BLOCK_B = 16  # batch rows per program: tl.dot's smallest tile
 # (tests/test_triton_aot.py): at 128 units an LSTM's or GRU's fp32 weights need more shared
 # memory than a block may have, and an Elman net's exact fp32 product spills registers.
 LARGEST_HIDDEN = 64
-OLDEST_GPU = (8, 0)  # sm_80: bf16 and TF32 tensor cores (sm_70 spills in bf16)
+# The oldest NVIDIA GPUs Triton supports (its README, "Supported Hardware"): sm_80, the A100.
+# An sm_70 build compiles (docs/benchmarks.md), but a V100 has no bf16 or TF32 tensor cores.
+OLDEST_GPU = (8, 0)
 
 
 def block(hidden: int) -> int:
