@@ -89,8 +89,9 @@ by `cuobjdump -res-usage`: registers per thread, shared memory per block (static
 launch's dynamic share), and bytes spilled per thread (stack and local memory). A verdict
 other than "fits" names what fails: spilled registers, or shared memory over the block's
 opt-in limit ({limits}). Rows marked "refused" are the next tile up, which `fits_on_chip`
-sends to compiled cells. These are the compiler's figures, the same on any machine; `make
-test` holds every accepted row to "fits" (tests/test_triton_aot.py).
+sends to compiled cells; a size that is no multiple of 16 runs the same tile without the
+launcher's alignment hint for `hidden`. These are the compiler's figures, the same on any
+machine; `make test` holds every accepted row to "fits" (tests/test_triton_aot.py).
 
 {table}
 

@@ -63,9 +63,11 @@ class Usage(NamedTuple):
 
 
 def hidden_sizes(cell: str) -> list[int]:
-    """Each tile width the layer takes for `cell` (hidden sizes up to it run its kernel): 16,
-    32, ... up to the largest `fits_on_chip` accepts."""
-    return [16 * 2**i for i in range(largest_on_chip(cell).bit_length() - 4)]
+    """A hidden size for each tile width the layer takes for `cell` (16, 32, ... up to the
+    largest `fits_on_chip` accepts), and the largest tile again at a size that is no multiple
+    of 16, for which the launcher compiles the kernel without `hidden`'s alignment hint."""
+    largest = largest_on_chip(cell)
+    return [16 * 2**i for i in range(largest.bit_length() - 4)] + [largest - 1]
 
 
 def largest_on_chip(cell: str) -> int:
