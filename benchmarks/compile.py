@@ -29,7 +29,12 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from litlab.kernels import CompiledRecurrent
 from litlab.kernels.recurrent import CELLS
-from litlab.kernels.triton_recurrent import TritonRecurrent, fits_on_chip, interpreting
+from litlab.kernels.triton_recurrent import (
+    TritonRecurrent,
+    fallback,
+    gpu_capability,
+    interpreting,
+)
 from litlab.models.base import compile_update
 from litlab.resolvers import fastest_cpu_precision
 
@@ -214,7 +219,7 @@ def recurrent_layers(batch: int, steps: int, hidden: int, ragged=False, cell="ls
     torch.manual_seed(0)
     reference = CELLS[cell](hidden, hidden, batch_first=True).to(DEVICE)
     layers = {"ours": CompiledRecurrent(cell, hidden, hidden)}
-    on_chip = fits_on_chip(cell, hidden)
+    on_chip = fallback(cell, hidden, gpu_capability()) is None
     if TRITON:
         layers["triton"] = TritonRecurrent(cell, hidden, hidden) if on_chip else layers["ours"]
     for layer in layers.values():

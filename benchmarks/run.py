@@ -15,6 +15,7 @@ import speedrun
 import startup
 import text_accuracy
 import text_pipeline
+import triton_aot
 import vae
 
 from litlab.errors import first_line
@@ -31,6 +32,7 @@ BENCHMARKS = (
     article_accuracy,
     text_accuracy,
     vae,
+    triton_aot,  # static: the compiler's figures
 )
 
 

@@ -14,6 +14,7 @@ from conftest import ROOT, compose, run_cli
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from test_kernels import NO_GPU, ragged_batch
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from litlab.errors import LitlabError
@@ -127,6 +128,68 @@ def test_a_triton_net_compiles_as_one_full_graph(device):
     assert_same_outputs_and_gradients(eager, fast, ragged_batch(device))
 
 
+def fake_cuda_net(mode: FakeTensorMode) -> RecurrentClassifier:
+    """A two-layer bidirectional Triton net whose parameters are `mode`'s fake CUDA tensors:
+    a GPU's shapes, devices and dtypes, without the GPU."""
+    net = RecurrentClassifier(
+        vocab_size=50,
+        num_classes=3,
+        embedding_dim=8,
+        hidden_size=16,
+        cell_impl="triton",
+        bidirectional=True,
+    )
+    with mode:
+        for module in net.modules():
+            for name, parameter in list(module.named_parameters(recurse=False)):
+                fake = mode.from_tensor(parameter.detach()).to("cuda")
+                setattr(module, name, torch.nn.Parameter(fake))
+    return net
+
+
+def recurrences(graph: torch.fx.Graph) -> list[str]:
+    return [str(node.target) for node in graph.nodes if "litlab" in str(node.target)]
+
+
+def test_on_fake_cuda_tensors_a_compile_traces_one_graph_with_one_op_per_layer():
+    """As a GPU would trace it: Dynamo, fullgraph=True (a graph break would raise), sees each
+    layer's recurrence as one opaque op, both directions in it. (AOTAutograd and Inductor
+    go on to ask the CUDA driver for a device: `bash benchmarks/gpu.sh --all` runs them.)"""
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    net, graphs = fake_cuda_net(mode), []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    with mode:
+        tokens, lengths = torch.randint(1, 50, (4, 7), device="cuda"), torch.tensor([7, 3, 5, 1])
+        out = torch.compile(net, fullgraph=True, backend=backend)((tokens, lengths))
+    assert out.device.type == "cuda" and out.shape == (4, 3)
+    (graph,) = graphs
+    assert recurrences(graph.graph) == ["litlab.recurrence.default"] * len(net.layers)
+
+
+def test_on_fake_cuda_tensors_export_keeps_one_opaque_op_per_layer():
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    net = fake_cuda_net(mode)
+
+    class Tokens(torch.nn.Module):  # export takes tensors, not the net's (tokens, lengths)
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, tokens, lengths):
+            return self.net((tokens, lengths))
+
+    with mode:
+        tokens, lengths = torch.randint(1, 50, (4, 7), device="cuda"), torch.tensor([7, 3, 5, 1])
+        program = torch.export.export(Tokens(), (tokens, lengths))
+    graph = program.graph_module.graph
+    assert recurrences(graph) == ["litlab.recurrence.default"] * len(net.layers)
+    assert not [node for node in graph.nodes if "triton_kernel" in str(node.target)]
+
+
 @CUDA
 def test_bf16_autocast_on_cuda_runs_the_kernels_in_bf16_close_to_torch_cells():
     """On a GPU only: Triton's interpreter has no bf16 arithmetic."""
@@ -149,7 +212,10 @@ def test_hidden_sizes_beyond_the_chip_fall_back_to_compiled_cells_with_a_note(ca
     with caplog.at_level(logging.WARNING, "litlab.nets.recurrent"):
         net = RecurrentClassifier(hidden_size=128, cell="lstm", cell_impl="triton")
     assert type(net.layers[0]) is CompiledRecurrent and net.cell_impl == "compiled"
-    assert "do not fit on chip; running compiled cells instead" in caplog.text
+    assert caplog.messages == [
+        "cell_impl=triton: hidden_size=128 is over the 64 units its lstm kernels hold on chip; "
+        "running compiled cells instead"
+    ]
 
 
 def test_a_triton_net_exports_through_torch_cells(tmp_path, monkeypatch):

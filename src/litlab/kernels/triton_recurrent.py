@@ -53,17 +53,46 @@ SPECS = {
     "gru": CellSpec(GRU, 3, 4, 4),
 }
 BLOCK_B = 16  # batch rows per program: tl.dot's smallest tile
-ON_CHIP_BYTES = 128 * 1024  # recurrent weights a program keeps on chip (registers/SRAM)
+# The widest tile of hidden units the kernels take, held to the compiler for sm_80 and sm_90
+# (tests/test_triton_aot.py): at 128 units an LSTM's or GRU's fp32 weights need more shared
+# memory than a block may have, and an Elman net's exact fp32 product spills registers.
+LARGEST_HIDDEN = 64
+# The oldest NVIDIA GPUs Triton supports (its README, "Supported Hardware"): sm_80, the A100.
+# An sm_70 build compiles (docs/benchmarks.md), but a V100 has no bf16 or TF32 tensor cores.
+OLDEST_GPU = (8, 0)
 
 
 def block(hidden: int) -> int:
     return max(16, triton.next_power_of_2(hidden))
 
 
-def fits_on_chip(cell: str, hidden: int, dtype: torch.dtype = torch.float32) -> bool:
-    """Whether one program can hold `cell`'s recurrent weights for `hidden` units."""
-    size = torch.empty((), dtype=dtype).element_size()
-    return SPECS[cell].gates * block(hidden) ** 2 * size <= ON_CHIP_BYTES
+def fits_on_chip(cell: str, hidden: int) -> bool:
+    """Whether `cell`'s kernels for `hidden` units fit a GPU's registers and shared memory in
+    every precision (the same bound for every cell, as compiled)."""
+    return block(hidden) <= LARGEST_HIDDEN
+
+
+def fallback(cell: str, hidden: int, capability: tuple[int, int] | None) -> str | None:
+    """Why `cell_impl=triton` runs compiled cells instead for `cell` with `hidden` units on a
+    GPU of compute `capability` (None: no GPU here, where only the interpreter runs them), or
+    None where its kernels run."""
+    if not fits_on_chip(cell, hidden):
+        return (
+            f"hidden_size={hidden} is over the {LARGEST_HIDDEN} units its {cell} kernels "
+            "hold on chip"
+        )
+    if capability is not None and tuple(capability) < OLDEST_GPU:
+        major, minor = capability
+        return (
+            f"this GPU is sm_{major}{minor}, older than the sm_{OLDEST_GPU[0]}{OLDEST_GPU[1]} "
+            "its kernels need"
+        )
+    return None
+
+
+def gpu_capability() -> tuple[int, int] | None:
+    """The current CUDA GPU's compute capability, None without one."""
+    return torch.cuda.get_device_capability() if torch.cuda.is_available() else None
 
 
 def _forward(
@@ -255,14 +284,21 @@ FORWARD, BACKWARD = triton.jit(_forward), triton.jit(_backward)
 FORWARD_INTERPRETED, BACKWARD_INTERPRETED = map(InterpretedFunction, (_forward, _backward))
 
 
-def _meta(cell: str, hidden: int, w: Tensor, precision: str) -> dict:
-    size = SPECS[cell].gates * block(hidden) ** 2 * w.element_size()
+def kernel_options(cell: str, hidden: int, dtype: torch.dtype, precision: str) -> dict:
+    """The constexprs and launch options of both kernels for `cell` at `hidden` units whose
+    weights are `dtype`: one source for the launches and for compiling ahead of time."""
+    spec = SPECS[cell]
+    size = spec.gates * block(hidden) ** 2 * dtype.itemsize
     return dict(
-        CELL=SPECS[cell].kind,
+        CELL=spec.kind,
+        GATES=spec.gates,
+        SAVED=spec.saved,
+        GRADS=spec.grads,
         BLOCK_B=BLOCK_B,
         BLOCK_H=block(hidden),
-        PRECISION=precision if w.dtype == torch.float32 else "ieee",
-        num_warps=4 if size <= 32 * 1024 else 8,
+        PRECISION=precision if dtype == torch.float32 else "ieee",
+        # ptxas spilled 16 KiB of weights with 4 warps (tests/test_triton_aot.py)
+        num_warps=4 if size < 16 * 1024 else 8,
     )
 
 
@@ -277,17 +313,15 @@ def _forward_outputs(gx: Tensor, w_hh: Tensor, cell: str) -> tuple[Tensor, Tenso
 def _forward_call(gx, w_hh, b_hh, lengths, out, acts, cell, precision) -> tuple:
     """The forward kernel's grid (batch tiles, directions), arguments and options."""
     directions, steps, batch, hidden = out.shape
-    spec = SPECS[cell]
-    meta = _meta(cell, hidden, w_hh, precision) | dict(GATES=spec.gates, SAVED=spec.saved)
+    meta = kernel_options(cell, hidden, w_hh.dtype, precision)
+    del meta["GRADS"]  # backward's alone
     args = (gx, w_hh, b_hh, lengths, out, acts, steps, batch, hidden)
     return (triton.cdiv(batch, BLOCK_B), directions), args, meta
 
 
 def _backward_call(d_out, out, acts, w_hh, lengths, d_gates, cell, precision) -> tuple:
     directions, steps, batch, hidden = out.shape
-    spec = SPECS[cell]
-    meta = _meta(cell, hidden, w_hh, precision)
-    meta |= dict(GATES=spec.gates, SAVED=spec.saved, GRADS=spec.grads)
+    meta = kernel_options(cell, hidden, w_hh.dtype, precision)
     args = (d_out, out, acts, w_hh, lengths, d_gates, steps, batch, hidden)
     return (triton.cdiv(batch, BLOCK_B), directions), args, meta
 

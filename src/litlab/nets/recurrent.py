@@ -58,9 +58,9 @@ class RecurrentClassifier(nn.Module):
     unscaled: a dropped word reads as no word), on top of `dropout` on the embedding units.
     `cell_impl="compiled"` runs the recurrence through `litlab.kernels.CompiledRecurrent`,
     `chunk` steps per compiled graph; `"triton"` through one Triton kernel per layer and
-    direction (`litlab.kernels.triton_recurrent`: a CUDA GPU, or Triton's interpreter), or
-    compiled cells where its recurrent weights would not fit on chip. The state dict is the
-    same in every case.
+    direction (`litlab.kernels.triton_recurrent`: a CUDA GPU from sm_80 on, or Triton's
+    interpreter), or compiled cells, with a line in the log, where its kernels would not fit on
+    chip or the GPU is older. The state dict is the same in every case.
     """
 
     def __init__(
@@ -83,17 +83,13 @@ class RecurrentClassifier(nn.Module):
         layer_type = CompiledRecurrent
         if cell_impl == "triton":
             # imported here: Triton loads only for the nets that run it
-            from litlab.kernels.triton_recurrent import TritonRecurrent, fits_on_chip
+            from litlab.kernels.triton_recurrent import TritonRecurrent, fallback, gpu_capability
 
-            if fits_on_chip(cell, hidden_size):
+            reason = fallback(cell, hidden_size, gpu_capability())
+            if reason is None:
                 layer_type = TritonRecurrent
             else:
-                log.warning(
-                    "cell_impl=triton: %s's recurrent weights for hidden_size=%d do not fit "
-                    "on chip; running compiled cells instead",
-                    cell,
-                    hidden_size,
-                )
+                log.warning("cell_impl=triton: %s; running compiled cells instead", reason)
                 cell_impl = "compiled"
         self.cell_impl = cell_impl
         self.compiled = cell_impl != "torch"  # litlab's masked layers, taking the lengths
