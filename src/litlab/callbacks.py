@@ -94,6 +94,36 @@ class RandomState(Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class TestCoverage(Callback):
+    """Logs how many inputs a test measured, `test/samples`, of the `test/samples_total` its
+    split holds: fewer when `limit_test_batches` or `fast_dev_run` limit the test."""
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.samples = 0
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.samples += len(batch[-1])  # the labels, one per input
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        samples = torch.tensor(float(self.samples), device=pl_module.device)
+        loaders = trainer.test_dataloaders
+        loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
+        total = sum(len(loader.dataset) for loader in loaders)
+        pl_module.log("test/samples", trainer.strategy.reduce(samples, reduce_op="sum"))
+        pl_module.log("test/samples_total", float(total))
+
+
+def coverage(metrics: dict[str, float]) -> str:
+    """What a test measured, in words, from the metrics `TestCoverage` logged."""
+    samples, total = int(metrics["test/samples"]), int(metrics["test/samples_total"])
+    if samples >= total:
+        return f"on all {total:,} test inputs"
+    return (
+        f"on {samples:,} of {total:,} test inputs, a partial test (trainer.limit_test_batches "
+        "or fast_dev_run); litlab-eval tests them all"
+    )
+
+
 class GenerativePictures(Callback):
     """PNG pictures of what a (variational) autoencoder does, in `dirpath` and in the trackers
     that keep pictures.
