@@ -47,11 +47,28 @@ def _require_columns(where: str, columns, text_column: str, label_column: str) -
 def read_csv(path: Path, text_column: str, label_column: str, encoding: str) -> Records:
     text = _decode(path.read_bytes(), str(path), encoding)
     dialect = "excel-tab" if path.suffix == ".tsv" else "excel"
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
-    if reader.fieldnames is None:
+    rows = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
+    header = next(rows, None)
+    if header is None:
         return []
-    _require_columns(str(path), reader.fieldnames, text_column, label_column)
-    return [(row[text_column] or "", str(row[label_column])) for row in reader]
+    _require_columns(str(path), header, text_column, label_column)
+    text_at, label_at = header.index(text_column), header.index(label_column)
+    records, start = [], rows.line_num + 1
+    try:
+        for row in rows:
+            if row and len(row) != len(header):
+                raise LitlabError(
+                    f"{path}:{start}: a row of {len(row)} fields where the header has "
+                    f"{len(header)}; quote a text that holds the delimiter, and close every quote"
+                )
+            if row:
+                records.append((row[text_at], row[label_at]))
+            start = rows.line_num + 1
+    except csv.Error as err:
+        raise LitlabError(
+            f"{path}:{start}: {err} (a quote opened here and never closed?); fix the row"
+        ) from err
+    return records
 
 
 def read_jsonl(path: Path, text_column: str, label_column: str, encoding: str) -> Records:
