@@ -189,3 +189,112 @@ def test_a_data_dir_of_one_s_own_is_the_only_place_looked(tmp_path):
     line = error_line(result)
     assert f"MNIST not found in {tmp_path / 'nodata'}/MNIST/raw: run `litlab-data mnist`" in line
     assert "paths.data_dir=<folder>" in line and list(tmp_path.iterdir()) == []
+
+
+# --- every reader of a user's file: a parse error is one line naming the file (and line) -----
+
+
+def _message(read) -> str:
+    """The error a reader gives: its LitlabError's line, or an input's `file: why`."""
+    try:
+        items = read()
+    except LitlabError as err:
+        return str(err)
+    (name, _, error), *_ = [item for item in items if item[2] is not None]
+    return f"{name}: {error}"
+
+
+def _config(path: Path):
+    (path / "model").mkdir()
+    (path / "model" / "net.yaml").write_text("net:\n  width: [8\n  depth: 2\n")
+    return lambda: check_folder(path), "model/net.yaml:2: "
+
+
+def _csv_corpus(path: Path):
+    from litlab.data.corpora import read_corpus
+
+    (path / "c.csv").write_text('text,label\nfine,a\n"a comma, unquoted",b,x\nmore,b\n')
+    return lambda: read_corpus(path / "c.csv"), f"{path / 'c.csv'}:3: a row of 3 fields"
+
+
+def _csv_quote(path: Path):
+    from litlab.data.corpora import read_corpus
+
+    (path / "c.csv").write_text('text,label\nfine,a\n"never closed,b\nmore,b\n')
+    return lambda: read_corpus(path / "c.csv"), f"{path / 'c.csv'}:3: "
+
+
+def _jsonl_corpus(path: Path):
+    from litlab.data.corpora import read_corpus
+
+    (path / "c.jsonl").write_text('{"text": "fine", "label": "a"}\n{"text": "cut\n')
+    return lambda: read_corpus(path / "c.jsonl"), f"{path / 'c.jsonl'}:2: not a JSON object"
+
+
+def _encoding(path: Path):
+    from litlab.data.corpora import read_corpus
+
+    (path / "c.csv").write_bytes(b"text,label\nfine,a\ncaf\xe9,b\n")
+    return lambda: read_corpus(path / "c.csv"), f"{path / 'c.csv'}:3: byte 0xe9"
+
+
+def _picture(path: Path):
+    from PIL import Image
+
+    from litlab.data import ImageFolderDataModule
+
+    for name in ("a", "b"):
+        (path / name).mkdir()
+        for i in range(4):
+            Image.new("L", (8, 8), 60 * i).save(path / name / f"{i}.png")
+    broken = path / "b" / "2.png"
+    broken.write_bytes(broken.read_bytes()[:30])
+    data = ImageFolderDataModule(root=str(path), num_classes=2, save_dir=None)
+    return data.setup, f"{broken} is not a readable image"
+
+
+def _text_input(path: Path):
+    from litlab.data.text import text_lines
+
+    (path / "in.txt").write_bytes(b"fine\ncaf\xe9\n")
+    return lambda: list(text_lines(path / "in.txt")), f"{path / 'in.txt'}:2: not valid UTF-8"
+
+
+def _csv_input(path: Path):
+    from litlab.data.text import column_texts
+
+    (path / "in.csv").write_text('id,text\n1,fine\n2,"never closed\n' + "x" * 140_000 + "\n")
+    return lambda: column_texts(path / "in.csv", "text"), f"{path / 'in.csv'}:3: not CSV"
+
+
+def _jsonl_input(path: Path):
+    from litlab.data.text import column_texts
+
+    (path / "in.jsonl").write_text('{"text": "fine"}\n{"text": \n')
+    return lambda: column_texts(path / "in.jsonl", "text"), f"{path / 'in.jsonl'}:2: not a JSON"
+
+
+def _checkpoint(path: Path):
+    from litlab.checkpoints import load_checkpoint
+
+    (path / "w.ckpt").write_bytes(b"PK\x03\x04 not a whole zip")
+    return lambda: load_checkpoint(path / "w.ckpt"), f"{path / 'w.ckpt'} is not a loadable"
+
+
+def _idx(path: Path):
+    from litlab.data.idx import read_idx
+
+    (path / "t10k-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 9]))
+    return lambda: read_idx(path / "t10k-images-idx3-ubyte"), f"{path}/t10k-images-idx3-ubyte is"
+
+
+READERS = [_config, _csv_corpus, _csv_quote, _jsonl_corpus, _encoding, _picture, _text_input]
+READERS += [_csv_input, _jsonl_input, _checkpoint, _idx]
+
+
+@pytest.mark.parametrize("reader", READERS, ids=lambda r: r.__name__.strip("_"))
+def test_every_reader_of_a_user_s_file_names_the_file_and_line(tmp_path, monkeypatch, reader):
+    monkeypatch.chdir(tmp_path)
+    read, start = reader(tmp_path)
+    message = _message(read)
+    assert message.startswith(start) and "\n" not in message, message

@@ -98,19 +98,15 @@ class TestCoverage(Callback):
     """Logs how many inputs a test measured, `test/samples`, of the `test/samples_total` its
     split holds: fewer when `limit_test_batches` or `fast_dev_run` limit the test."""
 
-    def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self.samples = 0
-
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.samples += len(batch[-1])  # the labels, one per input
+        n = len(batch[-1])  # the labels, one per input
+        pl_module.log("test/samples", float(n), reduce_fx="sum", batch_size=n, sync_dist=True)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        samples = torch.tensor(float(self.samples), device=pl_module.device)
         loaders = trainer.test_dataloaders
         loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
         total = sum(len(loader.dataset) for loader in loaders)
-        pl_module.log("test/samples", trainer.strategy.reduce(samples, reduce_op="sum"))
-        pl_module.log("test/samples_total", float(total))
+        pl_module.log("test/samples_total", float(total), sync_dist=True)
 
 
 def coverage(metrics: dict[str, float]) -> str:

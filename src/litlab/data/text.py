@@ -110,7 +110,8 @@ def column_texts(path: Path, column: str, encoding: str = "utf-8") -> list[Input
         return [_json_text(f"{path}:{n}", line, column) for n, line in _numbered(text) if line]
     dialect = "excel-tab" if path.suffix == ".tsv" else "excel"
     reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
-    items = []
+    items: list[InputItem] = []
+    start = 1  # where a row begins (a quoted text may span lines)
     try:
         if reader.fieldnames is None:
             return [(str(path), None, "the file is empty; give a header row and one text a row")]
@@ -119,12 +120,14 @@ def column_texts(path: Path, column: str, encoding: str = "utf-8") -> list[Input
             return [
                 (str(path), None, f"no column {column!r} (columns: {columns}); pass text_column=")
             ]
+        start = reader.line_num + 1
         for row in reader:
             text = (row[column] or "").strip()
             problem = None if text else f"no text in column {column!r}"
-            items.append((f"{path}:{reader.line_num}", text or None, problem))
+            items.append((f"{path}:{start}", text or None, problem))
+            start = reader.line_num + 1
     except csv.Error as err:
-        items.append((f"{path}:{reader.line_num}", None, f"not CSV ({err})"))
+        items.append((f"{path}:{start}", None, f"not CSV ({err}): a quote never closed?"))
     return items
 
 
