@@ -15,7 +15,7 @@ from conftest import ROOT, cli_command, need_data
 from test_startup import error_line, imports_of, tree
 
 import litlab
-from litlab.config_files import check_config_files, check_folder, global_groups
+from litlab.config_files import check_config_files, check_folder, check_targets, global_groups
 from litlab.data import MNISTDataModule
 from litlab.errors import LitlabError
 
@@ -124,6 +124,14 @@ def test_litlab_s_own_configs_are_held_to_the_same_header_rule(tmp_path):
     shown.write_text("# the MLP with ReLU\n" + shown.read_text())
     with pytest.raises(LitlabError, match=r"experiment/mlp_relu.yaml:2: .* move it to line 1"):
         check_folder(conf, parse=False)
+
+
+def test_the_classes_litlab_s_own_experiments_name_are_all_found():
+    for experiment in sorted((litlab.CONFIG_DIR / "experiment").glob("*.yaml")):
+        cfg = litlab.compose("train", [f"experiment={experiment.stem}", "paths.output_dir=x"])
+        check_targets(cfg)
+    with pytest.raises(LitlabError, match=r"defines no Mlp; did you mean litlab.nets.MLP\?"):
+        check_targets(litlab.compose("train", ["model=mlp", "model.net._target_=litlab.nets.Mlp"]))
 
 
 def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):

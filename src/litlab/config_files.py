@@ -1,6 +1,8 @@
 """The config files themselves, checked before Hydra composes them: what Hydra would read
 differently from what their author wrote, and YAML it cannot parse, each refused with one line
-naming the file and line.
+naming the file and line. Then the classes a composed config names (`_target_`), found from
+the sources without importing them: a module or class that is not there is one line naming the
+config file that names it.
 
 Hydra reads a `# @package` header only among a file's first lines; after any other line it is a
 plain comment, and the file's values land under its group's key (`experiment.model...`) where
@@ -25,13 +27,12 @@ from omegaconf._utils import get_yaml_loader
 
 from litlab import CONFIG_DIR
 from litlab.errors import LitlabError
+from litlab.schema import SETTINGS
 
 GLOBAL_HEADER = "# @package _global_"
 _HEADER = re.compile(r"^\s*#\s*@package\b")
 _GLOBAL = re.compile(r"^\s*#\s*@package\s+_global_\s*$")
 _DIRECTIVE = re.compile(r"^\s*#\s*@")  # what Hydra reads as a header line
-# Packages whose classes the configs name that are checked by their own tests, not here.
-KNOWN_PACKAGES = ("litlab", "torch", "lightning", "torchvision", "torchmetrics")
 
 
 def shown(path: Path) -> str:
@@ -179,14 +180,20 @@ def _missing_part(target: str) -> tuple[str, str] | None:
             continue
         if origin is None or origin.suffix != ".py" or not origin.is_file():
             return None
+        source = origin.read_bytes()
+        if b"globals()" in source or b"exec(" in source:
+            return None  # names bound at run time
         try:
-            names = _bound_names(ast.parse(origin.read_bytes()).body)
+            names = _bound_names(ast.parse(source).body)
         except (SyntaxError, ValueError):
             return None  # importing it will say what is wrong
         if names is None or part in names:
             return None
-        near = difflib.get_close_matches(part, sorted(names), n=1)
-        hint = f"did you mean {'.'.join([*parts[:depth], near[0]])}?" if near else "check it"
+        lower = {name.lower(): name for name in sorted(names)}  # Mlp: MLP
+        near = [lower[n] for n in difflib.get_close_matches(part.lower(), lower, n=1)]
+        hint = (
+            f"did you mean {'.'.join([*parts[:depth], near[0]])}?" if near else "check its spelling"
+        )
         return f"{shown(origin)} defines no {part}", hint
     return None
 
@@ -221,9 +228,10 @@ def _targets(node, where: str = "") -> Iterable[tuple[str, str]]:
 
 def check_targets(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     """Refuse a `_target_` that names a module or class that is not there, naming the config
-    file that names it, before anything is imported (litlab's own classes are known good)."""
+    file that names it, before anything is imported (the classes litlab's configs name are
+    known good)."""
     for key, target in _targets(cfg):
-        if target.split(".")[0] in KNOWN_PACKAGES:
+        if target in SETTINGS:
             continue
         missing = _missing_part(target)
         if missing is not None:
