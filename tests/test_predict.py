@@ -11,6 +11,7 @@ from conftest import DATA_DIR, run_cli
 from PIL import Image, ImageDraw
 
 from litlab.data.mnist import mnist_like
+from litlab.errors import LitlabError
 from litlab.predict import Predictor
 
 
@@ -193,6 +194,17 @@ def test_an_empty_folder_is_refused_before_anything_is_written(mnist_mlp_run, tm
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert f"inputs={empty}: the folder holds no files to classify" in errors[0]
     assert result.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+    result = run_cli("litlab-predict", f"run_dir={mnist_mlp_run}", cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and errors == [
+        "error: say what to classify: inputs=<file or folder> or inputs=[a,b,...]"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_a_text_column_for_an_image_run_is_refused(mnist_mlp_run):
+    with pytest.raises(LitlabError, match="text_column=review: the run's data .* leave text_col"):
+        Predictor(mnist_mlp_run, text_column="review")
 
 
 NEWS = """\

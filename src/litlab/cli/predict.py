@@ -4,10 +4,11 @@ import json
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from litlab import CONFIG_DIR
 from litlab.cli import check_command, user_errors
+from litlab.errors import LitlabError
 from litlab.files import input_list
 
 
@@ -29,6 +30,8 @@ def run(cfg: DictConfig) -> None:
 def main() -> None:
     with user_errors():
         cfg = check_command(sys.argv, "predict")
+        if cfg is not None and OmegaConf.is_missing(cfg, "inputs"):
+            raise LitlabError("say what to classify: inputs=<file or folder> or inputs=[a,b,...]")
         if cfg is not None:
             input_list(cfg.inputs)  # an empty folder: nothing to do, and nothing written
     run()
