@@ -161,7 +161,12 @@ def _missing_part(target: str) -> tuple[str, str] | None:
     """Without importing anything: (what is missing, the fix) where `target` names no module
     or no class that its module's source defines; None where it exists or cannot be told."""
     parts = target.split(".")
-    spec = importlib.util.find_spec(parts[0]) if parts[0].isidentifier() else None
+    if not parts[0].isidentifier():
+        return None  # Hydra's own error says what is wrong with it
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):  # a module made at run time (__main__, a notebook's)
+        return None
     if spec is None:
         return (
             f"there is no module {parts[0]}",
