@@ -218,6 +218,12 @@ def _config(path: Path):
     return lambda: check_folder(path), "model/net.yaml:2: "
 
 
+def _config_duplicate(path: Path):
+    (path / "model").mkdir()
+    (path / "model" / "net.yaml").write_text("net:\n  width: 8\n  depth: 2\n  width: 16\n")
+    return lambda: check_folder(path), "model/net.yaml:4: found duplicate key width"
+
+
 def _csv_corpus(path: Path):
     from litlab.data.corpora import read_corpus
 
@@ -296,7 +302,16 @@ def _idx(path: Path):
     return lambda: read_idx(path / "t10k-images-idx3-ubyte"), f"{path}/t10k-images-idx3-ubyte is"
 
 
-READERS = [_config, _csv_corpus, _csv_quote, _jsonl_corpus, _encoding, _picture, _text_input]
+READERS = [
+    _config,
+    _config_duplicate,
+    _csv_corpus,
+    _csv_quote,
+    _jsonl_corpus,
+    _encoding,
+    _picture,
+    _text_input,
+]
 READERS += [_csv_input, _jsonl_input, _checkpoint, _idx]
 
 

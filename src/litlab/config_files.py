@@ -71,7 +71,10 @@ def yaml_problem(path: Path, text: str) -> str | None:
     try:
         yaml.load(text, Loader=get_yaml_loader())  # Hydra's own loader
     except yaml.MarkedYAMLError as err:
-        mark = err.context_mark or err.problem_mark
+        # A key or bracket left open is where the scanner started; anything else is where it
+        # failed (a duplicate key, a bad indent).
+        opened = err.context and ("scanning" in err.context or "flow" in err.context)
+        mark = err.context_mark if opened and err.context_mark else err.problem_mark
         where = f"{shown(path)}:{mark.line + 1}" if mark else shown(path)
         context = f" ({err.context})" if err.context else ""
         return f"{where}: {err.problem}{context}; fix the YAML there"
