@@ -228,7 +228,7 @@ def _csv_corpus(path: Path):
     from litlab.data.corpora import read_corpus
 
     (path / "c.csv").write_text('text,label\nfine,a\n"a comma, unquoted",b,x\nmore,b\n')
-    return lambda: read_corpus(path / "c.csv"), f"{path / 'c.csv'}:3: a row of 3 fields"
+    return lambda: read_corpus(path / "c.csv"), f"{path / 'c.csv'}:3: 3 fields in this row, 2"
 
 
 def _csv_quote(path: Path):
@@ -278,7 +278,7 @@ def _csv_input(path: Path):
     from litlab.data.text import column_texts
 
     (path / "in.csv").write_text('id,text\n1,fine\n2,"never closed\n' + "x" * 140_000 + "\n")
-    return lambda: column_texts(path / "in.csv", "text"), f"{path / 'in.csv'}:3: not CSV"
+    return lambda: column_texts(path / "in.csv", "text"), f"{path / 'in.csv'}:3: field larger than"
 
 
 def _jsonl_input(path: Path):

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,30 +44,39 @@ def _require_columns(where: str, columns, text_column: str, label_column: str) -
             )
 
 
-def read_csv(path: Path, text_column: str, label_column: str, encoding: str) -> Records:
-    text = _decode(path.read_bytes(), str(path), encoding)
-    dialect = "excel-tab" if path.suffix == ".tsv" else "excel"
-    rows = csv.reader(io.StringIO(text, newline=""), dialect=dialect)
-    header = next(rows, None)
-    if header is None:
-        return []
-    _require_columns(str(path), header, text_column, label_column)
-    text_at, label_at = header.index(text_column), header.index(label_column)
-    records, start = [], rows.line_num + 1
+def csv_rows(path: Path, text: str) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line, fields, None) for each row of a .csv/.tsv file's `text`, its header first, blank
+    lines aside; a row CSV cannot read, or of another length than the header, ends them with
+    (line, None, why), as a row cut or merged would misplace every field after it."""
+    rows = csv.reader(
+        io.StringIO(text, newline=""), dialect="excel-tab" if path.suffix == ".tsv" else "excel"
+    )
+    width, start = None, 1  # a row's first line: a quoted field may span lines
     try:
         for row in rows:
-            if row and len(row) != len(header):
-                raise LitlabError(
-                    f"{path}:{start}: a row of {len(row)} fields where the header has "
-                    f"{len(header)}; quote a text that holds the delimiter, and close every quote"
-                )
+            if row and width is not None and len(row) != width:
+                why = f"{len(row)} fields in this row, {width} in the header; quote a field "
+                yield start, None, why + "that holds the delimiter, and close every quote"
+                return
             if row:
-                records.append((row[text_at], row[label_at]))
+                width = width or len(row)
+                yield start, row, None
             start = rows.line_num + 1
     except csv.Error as err:
-        raise LitlabError(
-            f"{path}:{start}: {err} (a quote opened here and never closed?); fix the row"
-        ) from err
+        yield start, None, f"{err} (a quote opened here and never closed?)"
+
+
+def read_csv(path: Path, text_column: str, label_column: str, encoding: str) -> Records:
+    rows = csv_rows(path, _decode(path.read_bytes(), str(path), encoding))
+    records, at = [], None
+    for line, row, problem in rows:
+        if problem is not None:
+            raise LitlabError(f"{path}:{line}: {problem}; fix the row")
+        if at is None:  # the header
+            _require_columns(str(path), row, text_column, label_column)
+            at = row.index(text_column), row.index(label_column)
+        else:
+            records.append((row[at[0]], row[at[1]]))
     return records
 
 

@@ -7,8 +7,6 @@ so little compute is spent on padding, and takes its indices from an ordinary sa
 Lightning can swap for a `DistributedSampler` under DDP.
 """
 
-import csv
-import io
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -39,7 +37,7 @@ from litlab.data.base import (
     stratified_split,
     whole_batch,
 )
-from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, read_corpus, read_hub
+from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, csv_rows, read_corpus, read_hub
 from litlab.data.fetch import locate, not_found
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
@@ -108,27 +106,28 @@ def column_texts(path: Path, column: str, encoding: str = "utf-8") -> list[Input
         return [(f"{path}:{line}", None, f"not valid {encoding}; save the file as UTF-8")]
     if path.suffix in (".jsonl", ".json"):
         return [_json_text(f"{path}:{n}", line, column) for n, line in _numbered(text) if line]
-    dialect = "excel-tab" if path.suffix == ".tsv" else "excel"
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
     items: list[InputItem] = []
-    start = 1  # where a row begins (a quoted text may span lines)
-    try:
-        if reader.fieldnames is None:
-            return [(str(path), None, "the file is empty; give a header row and one text a row")]
-        if column not in reader.fieldnames:
-            columns = ", ".join(reader.fieldnames)
-            return [
-                (str(path), None, f"no column {column!r} (columns: {columns}); pass text_column=")
-            ]
-        start = reader.line_num + 1
-        for row in reader:
-            text = (row[column] or "").strip()
-            problem = None if text else f"no text in column {column!r}"
-            items.append((f"{path}:{start}", text or None, problem))
-            start = reader.line_num + 1
-    except csv.Error as err:
-        items.append((f"{path}:{start}", None, f"not CSV ({err}): a quote never closed?"))
-    return items
+    at = None
+    for line, row, problem in csv_rows(path, text):
+        if problem is not None:
+            return [*items, (f"{path}:{line}", None, problem)]
+        if at is None:  # the header
+            if column not in row:
+                columns = ", ".join(row)
+                return [
+                    (
+                        str(path),
+                        None,
+                        f"no column {column!r} (columns: {columns}); pass text_column=",
+                    )
+                ]
+            at = row.index(column)
+            continue
+        text = row[at].strip()
+        items.append(
+            (f"{path}:{line}", text or None, None if text else f"no text in column {column!r}")
+        )
+    return items or [(str(path), None, "no rows: give a header row, then one text a row")]
 
 
 def _numbered(text: str) -> Iterator[tuple[int, str]]:
@@ -278,8 +277,7 @@ class TextDataModule(Modality, SplitDataModule):
         return locate(self.hparams.data_dir, lambda d: CORPORA[name].path(d, name), Path.is_file)
 
     def corpus_path(self) -> Path:
-        builtin = self._builtin()
-        if builtin is not None:
+        if self._builtin() is not None:
             return self._builtin_place()[0]
         path = Path(self.hparams.corpus)
         if not path.suffix and not path.exists():
