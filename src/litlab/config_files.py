@@ -31,7 +31,7 @@ from litlab.schema import SETTINGS
 
 GLOBAL_HEADER = "# @package _global_"
 _HEADER = re.compile(r"^\s*#\s*@package\b")
-_GLOBAL = re.compile(r"^\s*#\s*@package\s+_global_\s*$")
+_GLOBAL = re.compile(r"^\s*#\s*@package\s+_global_(\.\S+)?\s*$")  # or below it: _global_.model
 _DIRECTIVE = re.compile(r"^\s*#\s*@")  # what Hydra reads as a header line
 
 
