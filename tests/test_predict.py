@@ -194,6 +194,12 @@ def test_an_empty_folder_is_refused_before_anything_is_written(mnist_mlp_run, tm
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert f"inputs={empty}: the folder holds no files to classify" in errors[0]
     assert result.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+    (empty / "cats").mkdir()  # a folder's folders are not read: the line says so
+    result = run_cli("litlab-predict", f"run_dir={mnist_mlp_run}", f"inputs={empty}", cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert f"its folders are not read: name them, inputs=[{empty}/cats,...]" in errors[0]
+    (empty / "cats").rmdir()
     result = run_cli("litlab-predict", f"run_dir={mnist_mlp_run}", cwd=tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and errors == [

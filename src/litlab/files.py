@@ -60,15 +60,22 @@ def expand(inputs: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def input_list(inputs) -> list[str]:
-    """The inputs a command names (one, or a list); a folder among them must hold a file."""
+    """The inputs a command names (one, or a list); a folder among them must hold a file
+    (`expand` reads the files of a folder, not its folders)."""
     many = isinstance(inputs, ListConfig | list | tuple)
     items = [str(i) for i in inputs] if many else [str(inputs)]
     if not items:
         raise LitlabError("inputs=[] names nothing to classify; pass inputs=<file> or [a,b,...]")
     for item in items:
         if Path(item).is_dir() and next(expand([item]), None) is None:
+            inner = sorted(p.name for p in Path(item).iterdir() if p.is_dir())
+            also = (
+                f" (its folders are not read: name them, inputs=[{item}/{inner[0]},...])"
+                if inner
+                else ""
+            )
             raise LitlabError(
-                f"inputs={item}: the folder holds no files to classify; put the images or texts "
-                "in it, or name the files"
+                f"inputs={item}: the folder holds no files to classify{also}; "
+                "put the images or texts in it, or name the files"
             )
     return items
