@@ -40,6 +40,20 @@ def test_train_then_eval_round_trip(runs, tmp_path):
     )
 
 
+def test_a_limited_test_says_it_is_partial_and_eval_tests_all(runs, tmp_path):
+    """debug=limit tests 2 batches of 1,000 images; litlab-eval then the whole test split:
+    each says what it measured, in its log and in its metrics.json."""
+    trained = read_metrics(runs["mlp"])
+    assert (trained["test/samples"], trained["test/samples_total"]) == (2000, 10_000)
+    log = (runs["mlp"] / "train.log").read_text()
+    assert "on 2,000 of 10,000 test inputs, a partial test" in log
+    result = run_cli("litlab-eval", f"run_dir={runs['mlp']}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "on all 10,000 test inputs" in result.stdout + result.stderr
+    evaluated = read_metrics(tmp_path)
+    assert evaluated["test/samples"] == evaluated["test/samples_total"] == 10_000
+
+
 def test_eval_by_checkpoint_path_finds_its_run(runs, tmp_path):
     ckpt = runs["mlp"] / "checkpoints" / "last.ckpt"
     result = run_cli("litlab-eval", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}")

@@ -190,7 +190,7 @@ def test_a_cnn_trains_and_its_run_evaluates_predicts_and_exports(folder, request
     names = sorted(p.name for p in root.iterdir())
     assert [r["input"] for r in records] == list(map(str, inputs))
     assert all(list(r["probabilities"]) == names for r in records)
-    assert all(r["class"] == names[r["label"]] for r in records)
+    assert all(r["predicted_class"] == names[r["predicted_index"]] for r in records)
 
     result = run_cli(
         "litlab-export", f"run_dir={run_dir}", "format=onnx", f"hydra.run.dir={tmp_path / 'x'}"

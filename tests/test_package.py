@@ -162,7 +162,7 @@ def test_a_project_of_its_own_on_the_installed_package(installed, tmp_path, mnis
         f"hydra.run.dir={tmp_path / 'p'}",
         cwd=project,
     )
-    assert json.loads(predicted.stdout.splitlines()[0])["label"] in range(10)
+    assert json.loads(predicted.stdout.splitlines()[0])["predicted_index"] in range(10)
 
     run(
         installed,

@@ -11,6 +11,7 @@ from conftest import DATA_DIR, run_cli
 from PIL import Image, ImageDraw
 
 from litlab.data.mnist import mnist_like
+from litlab.errors import LitlabError
 from litlab.predict import Predictor
 
 
@@ -88,7 +89,7 @@ def test_clear_digits_and_bad_files_in_one_batch(mnist_mlp_run, tmp_path):
     assert len(records) == 13
     for digit in range(10):
         record = records[f"digit_{digit}.png"]
-        assert (record["label"], record["class"]) == (digit, str(digit)), record
+        assert (record["predicted_index"], record["predicted_class"]) == (digit, str(digit)), record
         assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     assert "not a readable image" in records["notes.png"]["error"]
     assert "truncated" in records["cut.png"]["error"]
@@ -160,7 +161,7 @@ def test_text_lines_go_through_the_runs_own_tokenizer(bbc_lstm_run, tmp_path):
             expected = predictor.model.net((ids, torch.tensor([ids.shape[1]]))).softmax(-1)[0]
         got = torch.tensor([record["probabilities"][c] for c in classes])
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
-        assert record["class"] == classes[int(expected.argmax())]
+        assert record["predicted_class"] == classes[int(expected.argmax())]
 
 
 def test_a_run_without_a_checkpoint(mnist_mlp_run, tmp_path):
@@ -170,13 +171,94 @@ def test_a_run_without_a_checkpoint(mnist_mlp_run, tmp_path):
     result = run_cli(
         "litlab-predict",
         f"run_dir={run_dir}",
-        f"inputs={tmp_path}",
+        f"inputs={run_dir}",
         f"hydra.run.dir={tmp_path / 'predict'}",
     )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no checkpoint at" in errors[0], result.stderr[-2000:]
     assert result.stdout == ""
+
+
+def test_an_empty_folder_is_refused_before_anything_is_written(mnist_mlp_run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".hidden").write_text("not an input")
+    result = run_cli(
+        "litlab-predict",
+        f"run_dir={mnist_mlp_run}",
+        f"inputs=[{empty}]",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert f"inputs={empty}: the folder holds no files to classify" in errors[0]
+    assert result.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+    (empty / "cats").mkdir()  # a folder's folders are not read: the line says so
+    result = run_cli("litlab-predict", f"run_dir={mnist_mlp_run}", f"inputs={empty}", cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert f"its folders are not read: name them, inputs=[{empty}/cats,...]" in errors[0]
+    (empty / "cats").rmdir()
+    result = run_cli("litlab-predict", f"run_dir={mnist_mlp_run}", cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and errors == [
+        "error: say what to classify: inputs=<file or folder> or inputs=[a,b,...]"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_a_text_column_for_an_image_run_is_refused(mnist_mlp_run):
+    with pytest.raises(LitlabError, match="text_column=review: the run's data .* leave text_col"):
+        Predictor(mnist_mlp_run, text_column="review")
+
+
+NEWS = """\
+id,headline,label
+1,"Shares in the bank fell after profits slumped, the chairman said.",business
+2,"The striker scored twice, and the team went top of the league.",sport
+3,,tech
+"""
+
+
+def test_a_csv_is_read_by_its_text_column_without_its_header(bbc_lstm_run, tmp_path):
+    table = tmp_path / "news.csv"
+    table.write_text(NEWS)
+    predict = tmp_path / "predict"
+    result = run_cli(
+        "litlab-predict",
+        f"run_dir={bbc_lstm_run}",
+        f"inputs={table}",
+        "text_column=headline",
+        f"hydra.run.dir={predict}",
+    )
+    assert result.returncode == 1, result.stderr[-2000:]  # the row without a text
+    first, second, third = map(json.loads, result.stdout.splitlines())
+    assert [first["input"], second["input"]] == [f"{table}:2", f"{table}:3"]
+    assert first["text"].startswith("Shares") and second["text"].startswith("The striker")
+    classes = json.loads((bbc_lstm_run / "labels.json").read_text())
+    for record in (first, second):
+        assert record["predicted_class"] == classes[record["predicted_index"]]
+        assert list(record["probabilities"]) == classes
+    assert third == {"input": f"{table}:4", "error": "no text in column 'headline'"}
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {table}:4: no text in column 'headline'"]
+
+    # Without text_column= the run's own (`text`), which this file lacks: the file fails alone.
+    lines = tmp_path / "news.txt"
+    lines.write_text("The striker scored twice.\n")
+    result = run_cli(
+        "litlab-predict",
+        f"run_dir={bbc_lstm_run}",
+        f"inputs=[{table},{lines}]",
+        f"hydra.run.dir={tmp_path / 'again'}",
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {table}: no column 'text' (columns: id, headline, label); pass text_column="
+    ]
+    assert json.loads(result.stdout.splitlines()[1])["input"] == f"{lines}:1"
 
 
 def test_a_blank_picture_is_refused_alone():

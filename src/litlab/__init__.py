@@ -10,6 +10,9 @@ __version__ = "0.1.0"
 # litlab/conf; an editable install reads the checkout's own.
 _PACKAGE = Path(__file__).resolve().parent
 CONFIG_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parents[1] / "conf"
+# The checkout an editable install runs from (None for a built package): its data/ is where
+# litlab looks for data a project folder does not hold.
+CHECKOUT = None if (_PACKAGE / "conf").is_dir() else _PACKAGE.parents[1]
 
 __all__ = [
     "CONFIG_DIR",

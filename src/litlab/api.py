@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import litlab.resolvers  # noqa: F401  (registers run_id, used by the run directories)
 from litlab import CONFIG_DIR
+from litlab.config_files import check_config_files
 
 
 def compose(
@@ -17,7 +18,9 @@ def compose(
     `hydra` keeps Hydra's own settings in it too (the sweeper's, the config choices made).
 
     Hydra's global state is set up and torn down inside, so calling this again is safe.
+    A config file Hydra would misread or cannot parse is refused first (litlab.config_files).
     """
+    check_config_files(overrides)
     with initialize_config_dir(
         version_base="1.3", config_dir=str(CONFIG_DIR), job_name=config_name
     ):

@@ -236,12 +236,13 @@ def settings_of(target: str) -> Settings | None:
     return _read_class(*found) if found else None
 
 
-def _source(module: str) -> tuple[ast.Module, bool] | None:
-    """A module's parsed source and whether it is a package, found without importing it or its
-    packages (which may import torch)."""
+def locate(module: str) -> tuple[Path | None, list[Path]] | None:
+    """Where a module's source is: its file (None for a namespace package) and, for a package,
+    its folders; found without importing it or its packages (which may import torch). None
+    where there is no such module."""
     top, *parts = module.split(".")
     try:
-        spec = importlib.util.find_spec(top)
+        spec = importlib.util.find_spec(top) if top.isidentifier() else None
     except (ImportError, ValueError):
         return None
     if spec is None:
@@ -249,17 +250,24 @@ def _source(module: str) -> tuple[ast.Module, bool] | None:
     file = Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
     folders = [Path(p) for p in spec.submodule_search_locations or []]
     for part in parts:
-        file = next((f / part / "__init__.py" for f in folders if (f / part).is_dir()), None)
+        package = next((f / part for f in folders if (f / part / "__init__.py").is_file()), None)
+        if package is not None:
+            file, folders = package / "__init__.py", [package]
+            continue
+        file = next((f / f"{part}.py" for f in folders if (f / f"{part}.py").is_file()), None)
         if file is None:
-            file = next((f / f"{part}.py" for f in folders if (f / f"{part}.py").is_file()), None)
-            folders = []
-        else:
-            folders = [file.parent]
-        if file is None or not file.is_file():
             return None
-    if file is None:
+        folders = []
+    return file, folders
+
+
+def _source(module: str) -> tuple[ast.Module, bool] | None:
+    """A module's parsed source, and whether it is a package."""
+    found = locate(module)
+    if found is None or found[0] is None:
         return None
-    return ast.parse(file.read_text(encoding="utf-8")), file.name == "__init__.py"
+    file, folders = found
+    return ast.parse(file.read_text(encoding="utf-8")), bool(folders)
 
 
 def _find_class(target: str, depth: int = 0) -> tuple[ast.ClassDef, ast.Module, str] | None:

@@ -2,10 +2,14 @@
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from omegaconf import ListConfig
+
+from litlab.errors import LitlabError
 
 
 @contextmanager
@@ -41,3 +45,37 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
     with replacing(path) as f:
         f.write(data.encode() if isinstance(data, str) else data)
     return Path(path)
+
+
+def expand(inputs: Iterable[str | Path]) -> Iterator[Path]:
+    """Each input path; a folder stands for the files in it (hidden ones aside)."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+            )
+        else:
+            yield path
+
+
+def input_list(inputs) -> list[str]:
+    """The inputs a command names (one, or a list); a folder among them must hold a file
+    (`expand` reads the files of a folder, not its folders)."""
+    many = isinstance(inputs, ListConfig | list | tuple)
+    items = [str(i) for i in inputs] if many else [str(inputs)]
+    if not items:
+        raise LitlabError("inputs=[] names nothing to classify; pass inputs=<file> or [a,b,...]")
+    for item in items:
+        if Path(item).is_dir() and next(expand([item]), None) is None:
+            inner = sorted(p.name for p in Path(item).iterdir() if p.is_dir())
+            also = (
+                f" (its folders are not read: name them, inputs=[{item}/{inner[0]},...])"
+                if inner
+                else ""
+            )
+            raise LitlabError(
+                f"inputs={item}: the folder holds no files to classify{also}; "
+                "put the images or texts in it, or name the files"
+            )
+    return items

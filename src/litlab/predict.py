@@ -1,43 +1,40 @@
-"""Classify new inputs with a trained run: image files, or text files holding one text a line.
+"""Classify new inputs with a trained run: image files, or text files (one text a line, or a
+CSV, TSV or JSON lines file's text column).
 
 The run's own DataModule says how a file is read and how its inputs are drawn and normalized
 (MNIST: grayscale, a light digit on black, centred as MNIST draws one; an image folder: resized
-as in training; text: through the run's own tokenizer). Each input gives one record: its label,
-class name and probabilities, or the reason it was not read.
+as in training; text: through the run's own tokenizer). Each input gives one record: the class
+predicted (its name and index), every class's probability, or the reason it was not read.
 """
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from omegaconf import ListConfig
 
 from litlab.data.base import InputItem, trained_data
 from litlab.errors import LitlabError
-from litlab.files import atomic_write
+from litlab.files import atomic_write, expand, input_list
 from litlab.tasks import load_run
-
-
-def expand(inputs: Iterable[str | Path]) -> Iterator[Path]:
-    """Each input path; a folder stands for the files in it."""
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            yield from sorted(
-                p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-            )
-        else:
-            yield path
 
 
 class Predictor:
     """A trained classifier run, classifying inputs the way its data was prepared."""
 
-    def __init__(self, run_dir=None, ckpt_path=None, batch_size: int = 256):
+    def __init__(self, run_dir=None, ckpt_path=None, batch_size: int = 256, text_column=None):
+        """`text_column`: the column of a CSV, TSV or JSON lines input holding the texts (a
+        text run's; by default the run's own `data.text_column`)."""
         run = load_run(run_dir, ckpt_path, classifier=True)
         self.run_dir, self.cfg, self.model = run.run_dir, run.config, run.model
         self.batch_size = batch_size
+        if text_column is not None:
+            if "text_column" not in self.cfg.data:
+                raise LitlabError(
+                    f"text_column={text_column}: the run's data ({self.cfg.data._target_}) has "
+                    "no text columns; leave text_column out"
+                )
+            self.cfg.data.text_column = text_column
         self.data = trained_data(self.cfg.data)
         self.class_names = list(self.data.class_names)
 
@@ -55,11 +52,11 @@ class Predictor:
     images = texts = probabilities  # the names of the two kinds of runs
 
     def record(self, name: str, probabilities: torch.Tensor) -> dict:
-        label = int(probabilities.argmax())
+        index = int(probabilities.argmax())
         return {
             "input": name,
-            "label": label,
-            "class": self.class_names[label],
+            "predicted_class": self.class_names[index],
+            "predicted_index": index,  # of the class in class_names, the net's output order
             "probabilities": {
                 c: round(float(p), 6) for c, p in zip(self.class_names, probabilities, strict=True)
             },
@@ -88,11 +85,11 @@ class Predictor:
 def predict(cfg) -> list[dict]:
     """litlab-predict's work: the records of `cfg.inputs`, also written to predictions.jsonl
     in this prediction's own directory."""
-    inputs = list(cfg.inputs) if isinstance(cfg.inputs, ListConfig) else [cfg.inputs]
-    if not inputs:
-        raise LitlabError("inputs=[] names nothing to classify; pass inputs=<file> or [a,b,...]")
-    predictor = Predictor(cfg.get("run_dir"), cfg.get("ckpt_path"), cfg.batch_size)
-    records = predictor.files([str(i) for i in inputs])
+    inputs = input_list(cfg.inputs)
+    predictor = Predictor(
+        cfg.get("run_dir"), cfg.get("ckpt_path"), cfg.batch_size, cfg.get("text_column")
+    )
+    records = predictor.files(inputs)
     lines = "".join(json.dumps(r) + "\n" for r in records)
     atomic_write(Path(cfg.paths.output_dir) / "predictions.jsonl", lines)
     return records

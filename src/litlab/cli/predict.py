@@ -4,10 +4,12 @@ import json
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from litlab import CONFIG_DIR
 from litlab.cli import check_command, user_errors
+from litlab.errors import LitlabError
+from litlab.files import input_list
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
@@ -27,7 +29,11 @@ def run(cfg: DictConfig) -> None:
 
 def main() -> None:
     with user_errors():
-        check_command(sys.argv, "predict")
+        cfg = check_command(sys.argv, "predict")
+        if cfg is not None and OmegaConf.is_missing(cfg, "inputs"):
+            raise LitlabError("say what to classify: inputs=<file or folder> or inputs=[a,b,...]")
+        if cfg is not None:
+            input_list(cfg.inputs)  # an empty folder: nothing to do, and nothing written
     run()
 
 

