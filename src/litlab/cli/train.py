@@ -119,8 +119,8 @@ def check_run(argv: list[str]) -> Path | None:
     check_resume_command(argv)
     choices = cfg.hydra.runtime.choices
     cfg = job_config(without_hydra(cfg), args.overrides, choices)
-    check_targets(cfg, overrides_of(args))
     check_config(cfg)  # for a resumed run, its own config with the values given now
+    check_targets(cfg, overrides_of(args))
     starting_checkpoint(cfg)  # resuming needs a run; a fresh run may not overwrite one
     return Path(cfg.paths.output_dir).resolve()
 
