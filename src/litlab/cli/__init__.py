@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from litlab.api import compose
 from litlab.errors import LitlabError, first_line
+from litlab.rundir import RunDir
 
 # As with `python -m`, a project's own modules in the working directory can be named by
 # `_target_:` in its configs without installing the project.
@@ -89,7 +90,11 @@ def compose_command(config_name: str, overrides: Sequence[str], hydra: bool = Fa
 
 
 def check_command(argv: Sequence[str], config_name: str) -> None:
-    """Compose the config the command line asks for, refusing a mistake in it."""
+    """Compose the config the command line asks for, refusing a mistake in it, and a run it
+    names (`run_dir`, `ckpt_path`) that is none or whose config.yaml cannot be read."""
     args = hydra_arguments(argv)
-    if not (composes_elsewhere(args) or args.multirun):
-        compose_command(args.config_name or config_name, overrides_of(args))
+    if composes_elsewhere(args) or args.multirun:
+        return
+    cfg = compose_command(args.config_name or config_name, overrides_of(args))
+    if "run_dir" in cfg and not (args.help or args.cfg or args.info):
+        RunDir.named(cfg.run_dir, cfg.get("ckpt_path"))
