@@ -145,6 +145,45 @@ def test_a_moved_run_evaluates_predicts_exports_and_resumes_where_it_now_is(tmp_
     assert not trained.exists()  # nothing followed the recorded paths to where it was trained
 
 
+def test_a_moved_text_run_resumes_and_predicts_with_its_own_tokenizer(tmp_path):
+    if not (DATA_DIR / "text" / "bbc_news.jsonl").is_file():
+        pytest.skip("data/text/bbc_news.jsonl is missing: run `make data` (make test does)")
+    trained, run = tmp_path / "cluster" / "run", tmp_path / "laptop" / "run"
+    text = ["experiment=seed_rnn", "data.max_len=64", *RUN[1:2], *RUN[3:]]
+    first = run_cli("litlab-train", *text, "trainer.max_epochs=1", f"hydra.run.dir={trained}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run.parent.mkdir()
+    shutil.move(trained, run)
+    tokenizer = files(run)["tokenizer.json"]
+
+    run_inside(
+        tmp_path,
+        [run],
+        "litlab-train",
+        "resume=auto",
+        f"hydra.run.dir={run}",
+        "trainer.max_epochs=2",
+        cwd=tmp_path,
+    )
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1
+    assert files(run)["tokenizer.json"] == tokenizer  # read where the run is, not fitted anew
+    lines = tmp_path / "headlines.txt"
+    lines.write_text("Shares fall as the central bank raises interest rates\n")
+    predicted = tmp_path / "predicted"
+    result = run_inside(
+        tmp_path,
+        [predicted],
+        "litlab-predict",
+        f"run_dir={run}",
+        f"inputs={lines}",
+        f"hydra.run.dir={predicted}",
+        cwd=tmp_path,
+    )
+    record = json.loads(result.stdout)
+    assert list(record["probabilities"]) == json.loads((run / "labels.json").read_text())
+    assert not trained.exists()
+
+
 def test_a_copied_grid_sweep_resumes_and_reports_in_the_copy(tmp_path, mnist):
     sweep, copy = tmp_path / "cluster" / "sweep", tmp_path / "laptop" / "sweep"
     command = ["-m", *RUN, "model.optimizer.lr=0.01,0.05"]
