@@ -9,6 +9,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from litlab.errors import LitlabError, first_line
 from litlab.files import replacing
+from litlab.rundir import reroot
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -37,7 +38,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning stages the bytes in the system temp directory, which may be another file system
     (then the final move is a copy) and is never fsynced; here they go to a temporary file
     beside the target, reach the disk, and replace it in one rename.
+
+    A checkpoint read from another folder than the one it was written in (its run copied or
+    moved) speaks of the checkpoints beside it now: a resumed copy tracks, replaces and
+    deletes its own best checkpoints, never the original's.
     """
+
+    def load_checkpoint(self, path, *args, **kwargs) -> dict[str, Any]:
+        checkpoint = super().load_checkpoint(path, *args, **kwargs)
+        here = Path(path).resolve().parent  # as ModelCheckpoint resolves its dirpath
+        callbacks = checkpoint.get("callbacks", {})
+        for key, state in callbacks.items():
+            if isinstance(state, dict) and isinstance(state.get("dirpath"), str):
+                callbacks[key] = reroot(state, state["dirpath"], here)
+        return checkpoint
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:

@@ -40,8 +40,9 @@ def _flat(cfg: DictConfig) -> dict:
 def resumed_config(
     cfg: DictConfig, values: Sequence[str] = (), choices: Sequence[str] = ()
 ) -> DictConfig:
-    """The config a resumed run goes on with: its own `config.yaml` in `paths.output_dir`, with
-    the values at the dotted keys `values` (given now, e.g. `trainer.max_epochs`) from `cfg`.
+    """The config a resumed run goes on with: its own `config.yaml` in `paths.output_dir` (its
+    paths re-rooted there, if the run was copied or moved), with the values at the dotted keys
+    `values` (given now, e.g. `trainer.max_epochs`) from `cfg`.
 
     Config choices given now (`choices`, e.g. `experiment=mlp_relu`) must build the run it
     is: a restart script may repeat its whole command line, but not swap the run's parts.
@@ -74,9 +75,9 @@ def rescheduled() -> bool:
 def starting_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint `fit` starts from: the run's own last.ckpt when resuming, else `ckpt_path`.
 
-    `resume=auto` needs that last.ckpt; `auto_or_fresh`, the default for a job a scheduler may
-    rerun, starts as configured when there is none yet. A fresh run refuses a directory that
-    already holds a run, so nothing is overwritten.
+    `resume=auto` needs that last.ckpt, in a run it can write to; `auto_or_fresh`, the default
+    for a job a scheduler may rerun, starts as configured when there is none yet. A fresh run
+    refuses a directory that already holds a run, so nothing is overwritten.
     """
     resume, given = asked(cfg.get("resume"), cfg.get("ckpt_path"))  # values: litlab.config_check
     if resume is None and rescheduled():
@@ -84,6 +85,7 @@ def starting_checkpoint(cfg: DictConfig) -> str | None:
     run = RunDir.of(cfg)
     last = run.last
     if resume and last.is_file():
+        run.check_writable()
         return str(last)
     if resume == "auto":
         raise LitlabError(

@@ -1,14 +1,45 @@
 """A run's directory and what litlab keeps in it: `config.yaml` (the resolved config the run
 ran with), `metrics.json` (its final metrics and best checkpoint) and `checkpoints/` (`last.ckpt`
-and the best one). No torch here: a command line is checked against a run before torch loads."""
+and the best one). No torch here: a command line is checked against a run before torch loads.
+
+A run travels: copied or moved, it is read where it now is. Its config and checkpoints record
+absolute paths into the directory it was trained in; read back, those are re-rooted at the
+directory where the run is now (`reroot`), so that nothing follows them to the original.
+"""
 
 import json
+import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
 
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
+
+
+def reroot(value, old: str | Path, new: str | Path):
+    """`value` (a string, or dicts and lists holding strings) with each path at or below the
+    absolute directory `old` moved to the same place below `new`; a URI's path too
+    (`sqlite:///<old>/mlflow.db`). Other paths stay as they are, and so does everything when
+    `old` is relative (it would also match words that are no paths)."""
+    old, new = os.path.normpath(old), str(new)
+    if not os.path.isabs(old) or old in (os.sep, os.path.normpath(new)):
+        return value
+    below_old = re.compile(rf"^([A-Za-z][\w+.-]*:/*)?{re.escape(old)}(?=/|$)")
+
+    def moved(item):
+        if isinstance(item, str):
+            return below_old.sub(lambda m: (m.group(1) or "") + new, item, count=1)
+        if isinstance(item, dict):  # keys too: Lightning keys checkpoints by their paths
+            return {moved(key): moved(v) for key, v in item.items()}
+        if isinstance(item, list | tuple):
+            return type(item)(moved(v) for v in item)
+        return item
+
+    return moved(value)
 
 
 class RunDir:
@@ -37,6 +68,7 @@ class RunDir:
             raise LitlabError(
                 f"{run.path} is not a litlab run directory (no config.yaml); pass run_dir= of a run"
             )
+        run.config()  # readable, or refused now
         return run
 
     def __repr__(self) -> str:
@@ -56,7 +88,35 @@ class RunDir:
         return self.checkpoints / "last.ckpt"
 
     def config(self) -> DictConfig:
-        return OmegaConf.load(self.config_file)
+        """The run's config.yaml, its paths into the directory it was trained in (its recorded
+        `paths.output_dir`) re-rooted here."""
+        try:
+            recorded = OmegaConf.load(self.config_file)
+            if not isinstance(recorded, DictConfig):
+                raise LitlabError("not a mapping of settings")
+            trained_in = OmegaConf.select(recorded, "paths.output_dir", default=None)
+        except (OSError, UnicodeDecodeError, YAMLError, OmegaConfBaseException, LitlabError) as err:
+            mark = getattr(err, "problem_mark", None)  # where YAML stopped making sense
+            reason = f"{err.problem}, line {mark.line + 1}" if mark else first_line(err)
+            raise LitlabError(
+                f"cannot read {self.config_file} ({reason}); it is the config litlab-train "
+                "wrote for the run: copy the run again, or pass run_dir= of another run"
+            ) from err
+        if not trained_in:
+            return recorded
+        here = self.path.absolute()
+        return OmegaConf.create(reroot(OmegaConf.to_container(recorded), trained_in, here))
+
+    def check_writable(self) -> None:
+        """Refuse a run whose directory, or a folder or file in it, cannot be written (a
+        read-only copy or mount): a resumed run would fail halfway through."""
+        for path in [self.path, *sorted(self.path.rglob("*"))]:
+            if not os.access(path, os.W_OK):
+                raise LitlabError(
+                    f"cannot write to {path}: a resumed run writes its checkpoints and logs in "
+                    f"{self.path}; make it writable (chmod -R u+w), or copy the run somewhere "
+                    "writable and resume the copy"
+                )
 
     def write_config(self, cfg: DictConfig) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,22 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     )
 
 
+def check_writes_inside(trainer: L.Trainer, run: RunDir) -> None:
+    """A run writes only inside its directory: a copy never writes where its original did.
+    Refuse a Trainer whose root, loggers or callbacks (checkpoints, pictures) would write
+    elsewhere, e.g. a path a run's config.yaml recorded outside the run."""
+    places = [("trainer.default_root_dir", trainer.default_root_dir)]
+    places += [(type(logger).__name__, logger.save_dir) for logger in trainer.loggers]
+    places += [(type(c).__name__, getattr(c, "dirpath", None)) for c in trainer.callbacks]
+    inside = run.path.resolve()
+    for what, place in places:
+        if place is not None and not Path(place).resolve().is_relative_to(inside):
+            raise LitlabError(
+                f"{what} would write to {place}, outside the run directory {run.path}; "
+                "point it inside the run (e.g. ${paths.output_dir}/<folder>)"
+            )
+
+
 def _scalars(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if torch.as_tensor(v).numel() == 1}
 
@@ -182,6 +198,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         check_fits(model, load_checkpoint(ckpt_path)["state_dict"], ckpt_path, cfg.model)
         log.info("resuming from %s", ckpt_path)
     trainer = build_trainer(cfg)
+    check_writes_inside(trainer, run)
     if trainer.is_global_zero:
         run.write_config(cfg)
     start_tracking(trainer, cfg)

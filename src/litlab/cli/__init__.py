@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from litlab.api import compose
 from litlab.errors import LitlabError, first_line
+from litlab.rundir import RunDir
 
 # As with `python -m`, a project's own modules in the working directory can be named by
 # `_target_:` in its configs without installing the project.
@@ -89,10 +90,16 @@ def compose_command(config_name: str, overrides: Sequence[str], hydra: bool = Fa
 
 
 def check_command(argv: Sequence[str], config_name: str) -> DictConfig | None:
-    """Compose the config the command line asks for, refusing a mistake in it; the config
-    to run (None for a command line that composes elsewhere, a sweep, or asks for help)."""
+    """Compose the config the command line asks for, refusing a mistake in it, and a run it
+    names (`run_dir`, `ckpt_path`) that is none or whose config.yaml cannot be read; the
+    config to run (None for a command line that composes elsewhere, a sweep, or asks for
+    help)."""
     args = hydra_arguments(argv)
     if composes_elsewhere(args) or args.multirun:
         return None
     cfg = compose_command(args.config_name or config_name, overrides_of(args))
-    return None if args.help or args.cfg or args.info else cfg
+    if args.help or args.cfg or args.info:
+        return None
+    if "run_dir" in cfg:
+        RunDir.named(cfg.run_dir, cfg.get("ckpt_path"))
+    return cfg
