@@ -62,7 +62,10 @@ NODE = "NodeName={name} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} RealMemory={m
 
 def node_names(nodes: int) -> list[str]:
     """The names of a cluster's nodes: names that resolve to this machine."""
-    return [socket.gethostname(), "localhost"][:nodes]
+    names = list(dict.fromkeys([socket.gethostname(), "localhost"]))
+    if nodes > len(names):
+        raise RuntimeError(f"this machine has {len(names)} name(s) for nodes: {', '.join(names)}")
+    return names[:nodes]
 
 
 def missing() -> str | None:
@@ -178,6 +181,7 @@ def start(folder: Path, nodes: int = 2, controller_port: int | None = None) -> C
     reason = missing()
     if reason:
         raise RuntimeError(reason)
+    names = node_names(nodes)
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)  # munged, as user munge, reaches its own folder in it
     for sub in ("state", "spool"):
@@ -205,7 +209,7 @@ def start(folder: Path, nodes: int = 2, controller_port: int | None = None) -> C
     (folder / "munged.pid").symlink_to(munge / "munged.pid")
     conf = write_conf(folder, controller_port or free_port(), [free_port() for _ in range(nodes)])
     subprocess.run(["slurmctld", "-f", str(conf)], check=True)
-    for name in node_names(nodes):
+    for name in names:
         subprocess.run(["slurmd", "-f", str(conf), "-N", name], check=True)
     cluster = Cluster(folder)
 

@@ -3,6 +3,7 @@ sweeps, DDP across nodes, preemption, time limits, a rank dying on its node, Opt
 errors."""
 
 import csv
+import functools
 import os
 import signal
 import subprocess
@@ -158,14 +159,21 @@ def local_ddp(*args: str, run_dir: Path) -> subprocess.Popen:
 
 
 @pytest.fixture(scope="module")
-def whole_run(tmp_path_factory) -> dict:
-    """The final metrics of RUN as 2 ranks, uninterrupted."""
+def whole_run(tmp_path_factory):
+    """RUN as 2 ranks, uninterrupted, started now (alongside the first test that asks for it):
+    its final metrics, once it has ended."""
     need_data("MNIST")
     run_dir = tmp_path_factory.mktemp("whole") / "run"
     whole = local_ddp(*RUN, run_dir=run_dir)
-    _, stderr = whole.communicate(timeout=300)
-    assert whole.returncode == 0, stderr[-3000:]
-    return read_metrics(run_dir)
+
+    @functools.cache
+    def metrics() -> dict:
+        _, stderr = whole.communicate(timeout=300)
+        assert whole.returncode == 0, stderr[-3000:]
+        return read_metrics(run_dir)
+
+    yield metrics
+    whole.kill()
 
 
 def rank_process(job_id: str, rank: int) -> tuple[int, str] | None:
@@ -207,7 +215,7 @@ def test_a_2_node_job_requeued_mid_epoch_resumes_to_the_metrics_of_an_uninterrup
     assert "DUE TO JOB REQUEUE" in log or "Received SIGTERM" in log
     assert f"Restoring states from the checkpoint path at {last}" in log
     assert "MEMBER: 2/2" in log
-    assert read_metrics(sweep / "0") == whole_run  # bitwise
+    assert read_metrics(sweep / "0") == whole_run()  # bitwise
     assert_one_run(sweep / "0", epochs=3)
 
 
@@ -238,7 +246,7 @@ def test_a_rank_killed_on_the_second_node_ends_the_job_and_the_rerun_sweep_resum
     assert f"Restoring states from the checkpoint path at {last}" in job_log(
         sweep, slurm_id(sweep / "0")
     )
-    assert read_metrics(sweep / "0") == whole_run  # bitwise
+    assert read_metrics(sweep / "0") == whole_run()  # bitwise
     assert_one_run(sweep / "0", epochs=3)
 
 

@@ -161,13 +161,14 @@ def _use_allotted_cpus() -> None:
         torch.set_num_threads(int(cpus))
 
 
-# What srun writes into a job's log when one of its tasks dies: "srun: error: vm: task 1: Killed".
-_DEAD_TASK = re.compile(r"^srun: error: (\S+): (tasks? [\d,-]+): (.+)$", re.MULTILINE)
+# What srun writes into a job's log when a signal ends one of its tasks ("srun: error: vm: task
+# 1: Killed"); a task that exits by itself says why in its own log ("Exited with exit code 2").
+_DEAD_TASK = re.compile(r"^srun: error: (\S+): (tasks? [\d,-]+): (?!Exited)(.+)$", re.MULTILINE)
 
 
 def _dead_task(log: Path) -> str | None:
-    """The task of a job that died last, with its node and how, as srun reported it in the
-    job's log; None when none did."""
+    """The task of a job that a signal ended last, with its node and the signal, as srun
+    reported it in the job's log; None when none was."""
     found = _DEAD_TASK.findall(log.read_text(errors="replace")) if log.is_file() else []
     return "{1} on node {0}: {2}".format(*found[-1]) if found else None
 
