@@ -161,19 +161,33 @@ def _use_allotted_cpus() -> None:
         torch.set_num_threads(int(cpus))
 
 
+# The line each run of a job (a requeued job runs again) starts its log with, from its script.
+_RUN_STARTS = "litlab: SLURM job"
+_RUN_LINE = (
+    f'echo "{_RUN_STARTS} $SLURM_JOB_ID on $SLURM_JOB_NODELIST,'
+    ' restart ${SLURM_RESTART_COUNT:-0}" >&2'
+)
 # What srun writes into a job's log when a signal ends one of its tasks ("srun: error: vm: task
 # 1: Killed"); a task that exits by itself says why in its own log ("Exited with exit code 2").
 _DEAD_TASK = re.compile(r"^srun: error: (\S+): (tasks? [\d,-]+): (?!Exited)(.+)$", re.MULTILINE)
 
 
 def _dead_task(log: Path) -> str | None:
-    """The task of a job that a signal ended last, with its node and the signal, as srun
-    reported it in the job's log; None when none was."""
-    found = _DEAD_TASK.findall(log.read_text(errors="replace")) if log.is_file() else []
-    return "{1} on node {0}: {2}".format(*found[-1]) if found else None
+    """The task that a signal ended first in the job's last run, with its node and the signal,
+    as srun reported it in the job's log; None when none was."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    found = _DEAD_TASK.findall(text.rsplit(_RUN_STARTS, 1)[-1])
+    return "{1} on node {0}: {2}".format(*found[0]) if found else None
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        # A job whose rank died cannot go on: end its other ranks at once rather than leave them
+        # waiting on the dead one in a collective call (NCCL waits for many minutes).
+        self.params.setdefault("srun_args", ["--kill-on-bad-exit=1"])
+        self.params["setup"] = [_RUN_LINE, *(self.params.get("setup") or [])]
+
     def setup(self, **kwargs) -> None:
         with user_errors():
             self.accounting = check_cluster(self.params.get("partition"), self.params["nodes"])
