@@ -6,15 +6,16 @@ INSTALLED := $(VENV)/.installed
 # Datasets fetched by `make data` (Fashion-MNIST comes from Debian's packages).
 DATASETS ?= mnist fashion_mnist bbc_news tweets_sentiment rotten_tomatoes
 ARGS ?=
-# A one-node SLURM cluster for the tests and `make slurm-up` (tests/slurm_cluster.py).
+# A SLURM cluster for the tests and `make slurm-up` (tests/slurm_cluster.py): NODES=1 or 2.
 SLURM_PACKAGES ?= slurm-wlm munge
+NODES ?= 2
 
 .PHONY: help install data train test bench lint format clean distclean slurm slurm-up slurm-down
 
 help:
 	@echo "make train [ARGS='experiment=mlp_relu ...']  train (default: the article's CNN on MNIST)"
 	@echo "make test                                     the test suite (installs and fetches first)"
-	@echo "make slurm-up | slurm-down                     a one-node SLURM cluster on this machine"
+	@echo "make slurm-up [NODES=1] | slurm-down           a two-node SLURM cluster on this machine"
 	@echo "make data | bench | lint | format | clean | distclean"
 
 $(INSTALLED): pyproject.toml
@@ -45,7 +46,7 @@ slurm:
 	fi
 
 slurm-up: slurm
-	$(PYTHON) tests/slurm_cluster.py up
+	$(PYTHON) tests/slurm_cluster.py up $(NODES)
 
 slurm-down:
 	$(PYTHON) tests/slurm_cluster.py down

@@ -130,7 +130,7 @@ def bbc_lstm_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def slurm() -> slurm_cluster.Cluster:
-    """A one-node SLURM cluster for the session (tests/slurm_cluster.py), stopped at its end."""
+    """A two-node SLURM cluster for the session (tests/slurm_cluster.py), stopped at its end."""
     reason = slurm_cluster.missing()
     if reason:
         pytest.skip(reason)

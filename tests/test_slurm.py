@@ -1,21 +1,25 @@
-"""litlab-train on a real SLURM cluster (a one-node cluster on this machine, see
-tests/slurm_cluster.py): sweeps, DDP tasks, preemption, time limits, Optuna, and the errors."""
+"""litlab-train on a real SLURM cluster (two nodes on this machine, see tests/slurm_cluster.py):
+sweeps, DDP across nodes, preemption, time limits, a rank dying on its node, Optuna, and the
+errors."""
 
 import csv
+import functools
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, cli_command, read_metrics, run_cli
+from conftest import DATA_DIR, cli_command, need_data, read_metrics, run_cli
 from omegaconf import OmegaConf
 
 from litlab.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slurm
 
-# What a job may ask of this 2-CPU node without GPUs: two jobs run at once.
+# What a job may ask of a node without GPUs (each has one of this machine's CPUs): two such jobs
+# run at once, one on each node.
 SLURM = [
     "hydra/launcher=slurm",
     "hydra.launcher.gpus_per_node=null",
@@ -31,6 +35,8 @@ TINY = [
     "callbacks.rich_progress_bar=null",
     f"paths.data_dir={DATA_DIR}",
 ]
+# One job as 2 ranks, one on each node.
+TWO_NODES = [*SLURM, "hydra.launcher.nodes=2", "trainer=ddp_cpu"]
 # Deterministic, with dropout, three epochs of a few seconds: a job to interrupt.
 RUN = [
     "experiment=mlp_relu",
@@ -139,12 +145,59 @@ def test_a_2_job_sweep_runs_as_2_slurm_jobs_that_the_report_ranks(cluster, tmp_p
     assert {row["model.optimizer.lr"] for row in rows} == {"0.01", "0.1"}
 
 
-def test_a_job_requeued_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run(
-    cluster, tmp_path, mnist
+def local_ddp(*args: str, run_dir: Path) -> subprocess.Popen:
+    """`trainer=ddp_cpu` as 2 processes on this machine, uninterrupted: bitwise what a 2-node
+    job computes, with a thread per rank as the job's tasks have (cpus_per_task=1)."""
+    overrides = ["trainer=ddp_cpu", f"paths.log_dir={run_dir.parent / 'logs'}"]
+    return subprocess.Popen(
+        [*cli_command("litlab-train"), *args, *overrides, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """RUN as 2 ranks, uninterrupted, started now (alongside the first test that asks for it):
+    its final metrics, once it has ended."""
+    need_data("MNIST")
+    run_dir = tmp_path_factory.mktemp("whole") / "run"
+    whole = local_ddp(*RUN, run_dir=run_dir)
+
+    @functools.cache
+    def metrics() -> dict:
+        _, stderr = whole.communicate(timeout=300)
+        assert whole.returncode == 0, stderr[-3000:]
+        return read_metrics(run_dir)
+
+    yield metrics
+    whole.kill()
+
+
+def rank_process(job_id: str, rank: int) -> tuple[int, str] | None:
+    """The pid and node of the process of rank `rank` of a running SLURM job (whose nodes are
+    all on this machine), once it has started."""
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # not a process, or one that ended
+            continue
+        env = dict(item.decode(errors="replace").split("=", 1) for item in environ if b"=" in item)
+        task = Path(command[0].decode()).name.startswith("python")  # not srun, which starts it
+        ours = env.get("SLURM_JOB_ID") == job_id and env.get("SLURM_PROCID") == str(rank)
+        if task and ours and b"submitit.core._submit" in command:
+            return int(proc.name), env["SLURMD_NODENAME"]
+    return None
+
+
+def test_a_2_node_job_requeued_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run(
+    cluster, tmp_path, whole_run
 ):
     sweep = tmp_path / "sweep"
-    job = sweep_process(*SLURM, *RUN, f"hydra.sweep.dir={sweep}")
-    whole = sweep_process(*RUN, f"hydra.sweep.dir={tmp_path / 'whole'}")  # meanwhile, here
+    job = sweep_process(*TWO_NODES, *RUN, f"hydra.sweep.dir={sweep}")
     last = sweep / "0" / "checkpoints" / "last.ckpt"
     try:
         job_id = wait_for(lambda: queued(sweep), job)
@@ -154,16 +207,46 @@ def test_a_job_requeued_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run
         assert load_checkpoint(last)["epoch"] < 2  # preempted mid-run
         cluster.run("scontrol", "update", f"jobid={job_id}", "StartTime=now")
         _, stderr = job.communicate(timeout=300)
-        whole.communicate(timeout=300)
     finally:
         job.kill()
-        whole.kill()
-    assert job.returncode == 0 and whole.returncode == 0, stderr[-3000:]
+    assert job.returncode == 0, stderr[-3000:]
     assert show_job(cluster, job_id)["Restarts"] == "1"
     log = job_log(sweep, job_id)
     assert "DUE TO JOB REQUEUE" in log or "Received SIGTERM" in log
     assert f"Restoring states from the checkpoint path at {last}" in log
-    assert read_metrics(sweep / "0") == read_metrics(tmp_path / "whole" / "0")  # bitwise
+    assert "MEMBER: 2/2" in log
+    assert read_metrics(sweep / "0") == whole_run()  # bitwise
+    assert_one_run(sweep / "0", epochs=3)
+
+
+def test_a_rank_killed_on_the_second_node_ends_the_job_and_the_rerun_sweep_resumes_it(
+    cluster, tmp_path, whole_run
+):
+    sweep = tmp_path / "sweep"
+    command = [*TWO_NODES, *RUN, f"hydra.sweep.dir={sweep}"]
+    job = sweep_process(*command)
+    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    try:
+        job_id = wait_for(lambda: queued(sweep), job)
+        wait_for(last.is_file, job)  # epoch 0 is saved: kill rank 1 in epoch 1
+        pid, node = wait_for(lambda: rank_process(job_id, rank=1), job)
+        os.kill(pid, signal.SIGKILL)
+        _, stderr = job.communicate(timeout=300)  # the job ends, its submitter with it
+    finally:
+        job.kill()
+    assert node == show_job(cluster, job_id)["NodeList"].split(",")[1]  # the second node
+    log = sweep / ".submitit" / job_id / f"{job_id}_0_log.err"
+    failed = subprocess.CompletedProcess(job.args, job.returncode, "", stderr)
+    assert_one_line_error(failed, f"task 1 on node {node}: Killed", f"its log: {log}")
+    assert show_job(cluster, job_id)["JobState"] == "FAILED"
+    assert load_checkpoint(last)["epoch"] < 2 and not (sweep / "0" / "metrics.json").exists()
+
+    again = run_cli("litlab-train", "-m", *command, "resume=auto_or_fresh")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Restoring states from the checkpoint path at {last}" in job_log(
+        sweep, slurm_id(sweep / "0")
+    )
+    assert read_metrics(sweep / "0") == whole_run()  # bitwise
     assert_one_run(sweep / "0", epochs=3)
 
 
@@ -193,7 +276,7 @@ DDP = {
 
 
 @pytest.mark.parametrize("data", DDP)
-def test_ddp_in_a_slurm_job_of_2_tasks_matches_1_process_on_the_same_global_batch(
+def test_ddp_in_a_slurm_job_on_2_nodes_matches_1_process_on_the_same_global_batch(
     cluster, tmp_path, mnist, data
 ):
     run, per_rank, one_process = DDP[data]
@@ -202,11 +285,11 @@ def test_ddp_in_a_slurm_job_of_2_tasks_matches_1_process_on_the_same_global_batc
         "trainer.deterministic=true",
         "callbacks.rich_progress_bar=null",
         f"paths.data_dir={DATA_DIR}",
+        f"paths.log_dir={tmp_path / 'logs'}",
         "trainer=ddp_cpu",
     ]
     sweep = tmp_path / "sweep"
-    two_tasks = [*SLURM, "hydra.launcher.tasks_per_node=2", *per_rank]
-    job = sweep_process(*two_tasks, *common, f"hydra.sweep.dir={sweep}")
+    job = sweep_process(*TWO_NODES, *per_rank, *common, f"hydra.sweep.dir={sweep}")
     # One process on the whole batch, under the DDP strategy so that it shuffles as DDP does.
     one = run_cli(
         "litlab-train",
@@ -220,31 +303,41 @@ def test_ddp_in_a_slurm_job_of_2_tasks_matches_1_process_on_the_same_global_batc
     assert one.returncode == 0, one.stderr[-3000:]
     job_id = slurm_id(sweep / "0")
     log = job_log(sweep, job_id)
-    # Lightning took the ranks from SLURM: two tasks of one job, one per rank.
+    # Lightning took the ranks from SLURM: one job, a task on each of the two nodes.
     assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log
-    assert show_job(cluster, job_id)["NumTasks"] == "2"
+    assert "node=0(2)" in log and "node=1(2)" in log
+    job = show_job(cluster, job_id)
+    assert (job["NumNodes"], job["NumTasks"]) == ("2", "2")
+    assert sorted(job["NodeList"].split(",")) == sorted(cluster.nodes)
     expected = read_metrics(tmp_path / "one")
     assert read_metrics(sweep / "0").keys() == expected.keys()
     for key, value in read_metrics(sweep / "0").items():
         assert value == pytest.approx(expected[key], abs=1e-3), key
+    # Both ranks wrote into the job's one run directory; rank 1 started no run of its own.
+    assert not (tmp_path / "logs").exists()
+    assert sorted(p.name for p in (sweep / "0" / "csv").iterdir()) == [
+        "hparams.yaml",
+        "metrics.csv",
+    ]
     assert (sweep / "0" / "train.log").read_text().count("run directory:") == 1
 
 
-# Long enough to be mid-run half a minute after its first epoch, also on a fast machine; no
-# early stopping, whose epoch would depend on the CPU's kernels.
-LONG = [*RUN, "data.labelled=6000", "trainer.max_epochs=24", "callbacks.early_stopping=null"]
+# Long enough to be mid-run half a minute after its first epoch, also on a fast machine (an
+# epoch of the 2 ranks takes about half a second on a 2-core machine); no early stopping, whose
+# epoch would depend on the CPU's kernels.
+LONG = [*RUN, "data.labelled=6000", "trainer.max_epochs=80", "callbacks.early_stopping=null"]
 
 
-def test_a_job_at_its_time_limit_is_signalled_requeued_and_finishes_with_the_same_metrics(
+def test_a_2_node_job_at_its_time_limit_is_signalled_requeued_and_finishes_with_the_same_metrics(
     cluster, tmp_path, mnist
 ):
     sweep = tmp_path / "sweep"
-    # SLURM sends SIGUSR2 signal_delay_s before a job's time limit, and up to 30 s earlier (it
-    # checks limits every 30 s). Once the job trains (submitit's handler in place), its limit is
-    # cut to 2 minutes from its start: within 90 s of it, so the signal comes at the next check.
-    limit = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=90"]
-    job = sweep_process(*SLURM, *limit, *LONG, f"hydra.sweep.dir={sweep}")
-    whole = sweep_process(*LONG, f"hydra.sweep.dir={tmp_path / 'whole'}")  # meanwhile, here
+    # SLURM sends SIGUSR2 signal_delay_s before a job's time limit, at the first of its checks
+    # (every 30 s) after that. Once the job trains (submitit's handler in place), its limit is
+    # cut to 2 minutes from its start: the signal is due already, so it comes at the next check.
+    limit = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=119"]
+    job = sweep_process(*TWO_NODES, *limit, *LONG, f"hydra.sweep.dir={sweep}")
+    whole = local_ddp(*LONG, run_dir=tmp_path / "whole")  # meanwhile, here
     last = sweep / "0" / "checkpoints" / "last.ckpt"
     try:
         job_id = wait_for(lambda: queued(sweep), job)
@@ -256,17 +349,17 @@ def test_a_job_at_its_time_limit_is_signalled_requeued_and_finishes_with_the_sam
         # Start the rerun now rather than after SLURM's requeue delay, with time to finish.
         cluster.run("scontrol", "update", f"jobid={job_id}", "StartTime=now", "TimeLimit=10")
         _, stderr = job.communicate(timeout=300)
-        whole.communicate(timeout=300)
+        _, whole_stderr = whole.communicate(timeout=300)
     finally:
         job.kill()
         whole.kill()
-    assert job.returncode == 0 and whole.returncode == 0, stderr[-3000:]
+    assert job.returncode == 0 and whole.returncode == 0, stderr[-3000:] + whole_stderr[-3000:]
     log = job_log(sweep, job_id)
     assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log
-    assert "Requeued job" in log
+    assert "Requeued job" in log and "MEMBER: 2/2" in log
     assert f"Restoring states from the checkpoint path at {last}" in log
-    assert read_metrics(sweep / "0") == read_metrics(tmp_path / "whole" / "0")  # bitwise
-    assert_one_run(sweep / "0", epochs=24)
+    assert read_metrics(sweep / "0") == read_metrics(tmp_path / "whole")  # bitwise
+    assert_one_run(sweep / "0", epochs=80)
 
 
 def test_an_optuna_search_whose_submitter_was_killed_continues_its_study_when_rerun(
@@ -326,7 +419,7 @@ def test_a_sweep_whose_controller_does_not_answer_stops_before_any_directory(
 ):
     from slurm_cluster import free_port, write_conf
 
-    conf = write_conf(tmp_path, controller_port=free_port(), node_port=free_port())
+    conf = write_conf(tmp_path, controller_port=free_port(), node_ports=[free_port()])
     monkeypatch.setenv("SLURM_CONF", str(conf))  # a controller nobody runs
     sweep = tmp_path / "sweep"
     result = run_cli("litlab-train", "-m", *SLURM, *TINY, "seed=1,2", f"hydra.sweep.dir={sweep}")
@@ -346,6 +439,22 @@ def test_an_unknown_partition_is_refused_with_the_partitions_sinfo_lists(cluster
         f"hydra.sweep.dir={sweep}",
     )
     assert_one_line_error(result, "partition=gpu", "sinfo lists debug")
+    assert not sweep.exists()
+
+
+def test_more_nodes_than_the_partition_has_are_refused_with_its_nodes(cluster, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "litlab-train",
+        "-m",
+        *SLURM,
+        "hydra.launcher.nodes=3",
+        "trainer=ddp_cpu",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+    )
+    nodes = ", ".join(sorted(cluster.nodes))
+    assert_one_line_error(result, "hydra.launcher.nodes=3", f"debug has 2 ({nodes})")
     assert not sweep.exists()
 
 

@@ -2,11 +2,12 @@
 
 It is hydra-submitit-launcher's, with what a user needs when a cluster is not as expected: the
 cluster is asked before anything is queued or written (sbatch there, the controller answering,
-the partition one it has), a job that fails names its log file, and on a cluster that keeps no
-accounting (where `sacct` cannot answer and submitit warns at every poll) the jobs' states come
-from `squeue` instead.
+the partition one it has, with as many nodes as a job asks for), a job that fails names its log
+file (and the node where a rank died), and on a cluster that keeps no accounting (where `sacct`
+cannot answer and submitit warns at every poll) the jobs' states come from `squeue` instead.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -47,7 +48,19 @@ def _client(*command: str) -> str:
     return done.stdout
 
 
-def check_cluster(partition: str | None) -> bool:
+def _partition_nodes() -> tuple[dict[str, list[str]], str | None]:
+    """The cluster's partitions with their nodes (as `sinfo` lists them), and the default one."""
+    nodes: dict[str, list[str]] = {}
+    default = None
+    for line in _client("sinfo", "--noheader", "--Node", "--format=%P|%N").split():
+        partition, node = line.split("|")
+        if partition.endswith("*"):
+            partition = default = partition.removesuffix("*")
+        nodes.setdefault(partition, []).append(node)
+    return {name: sorted(set(names)) for name, names in nodes.items()}, default
+
+
+def check_cluster(partition: str | None, nodes: int = 1) -> bool:
     """Refuse a sweep this cluster cannot run; returns whether the cluster keeps accounting."""
     if shutil.which("sbatch") is None:
         raise LitlabError(
@@ -55,13 +68,22 @@ def check_cluster(partition: str | None) -> bool:
             "a machine of the cluster (or load its slurm module), or run the jobs on this "
             "machine with hydra/launcher=submitit_local"
         )
-    partitions = sorted(set(_client("sinfo", "--noheader", "--format=%R").split()))
-    for asked in (partition or "").split(","):
-        if asked and asked not in partitions:
+    partitions, default = _partition_nodes()
+    asked = [name for name in (partition or default or "").split(",") if name]
+    for name in asked:
+        if name not in partitions:
             raise LitlabError(
-                f"hydra.launcher.partition={asked} is not a partition of this cluster; "
-                f"sinfo lists {', '.join(partitions)}"
+                f"hydra.launcher.partition={name} is not a partition of this cluster; "
+                f"sinfo lists {', '.join(sorted(partitions))}"
             )
+    if asked and nodes > max(len(partitions[name]) for name in asked):
+        has = "; ".join(
+            f"{name} has {len(partitions[name])} ({', '.join(partitions[name])})" for name in asked
+        )
+        raise LitlabError(
+            f"hydra.launcher.nodes={nodes} asks for more nodes than the partition has: {has}; "
+            "ask for fewer nodes, or another partition (hydra.launcher.partition)"
+        )
     config = _client("scontrol", "show", "config")
     return "accounting_storage/none" not in config
 
@@ -127,15 +149,54 @@ def _last_error(log: Path) -> str:
     return (errors or lines or ["its log is empty"])[-1]
 
 
+def _use_allotted_cpus() -> None:
+    """Compute on the CPUs SLURM allots a task (cpus_per_task), not on every core of its node,
+    which the node's other tasks and jobs share (Lightning would give each rank its share of all
+    the node's cores)."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = cpus  # also what Lightning looks at
+        torch.set_num_threads(int(cpus))
+
+
+# The line each run of a job (a requeued job runs again) starts its log with, from its script.
+_RUN_STARTS = "litlab: SLURM job"
+_RUN_LINE = (
+    f'echo "{_RUN_STARTS} $SLURM_JOB_ID on $SLURM_JOB_NODELIST,'
+    ' restart ${SLURM_RESTART_COUNT:-0}" >&2'
+)
+# What srun writes into a job's log when a signal ends one of its tasks ("srun: error: vm: task
+# 1: Killed"); a task that exits by itself says why in its own log ("Exited with exit code 2").
+_DEAD_TASK = re.compile(r"^srun: error: (\S+): (tasks? [\d,-]+): (?!Exited)(.+)$", re.MULTILINE)
+
+
+def _dead_task(log: Path) -> str | None:
+    """The task that a signal ended first in the job's last run, with its node and the signal,
+    as srun reported it in the job's log; None when none was."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    found = _DEAD_TASK.findall(text.rsplit(_RUN_STARTS, 1)[-1])
+    return "{1} on node {0}: {2}".format(*found[0]) if found else None
+
+
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        # A job whose rank died cannot go on: end its other ranks at once rather than leave them
+        # waiting on the dead one in a collective call (NCCL waits for many minutes).
+        self.params.setdefault("srun_args", ["--kill-on-bad-exit=1"])
+        self.params["setup"] = [_RUN_LINE, *(self.params.get("setup") or [])]
+
     def setup(self, **kwargs) -> None:
         with user_errors():
-            self.accounting = check_cluster(self.params.get("partition"))
+            self.accounting = check_cluster(self.params.get("partition"), self.params["nodes"])
         super().setup(**kwargs)
 
     def __call__(self, *args, **kwargs) -> JobReturn:
         """One job, on the cluster: Hydra keeps a job's exception for the submitting process;
         write it into the job's log too, where the error line points."""
+        _use_allotted_cpus()
         ret = super().__call__(*args, **kwargs)
         if ret.status == JobStatus.FAILED:
             traceback.print_exception(ret._return_value, file=sys.stderr)
@@ -147,9 +208,20 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             try:
                 returns = super().launch(job_overrides, initial_job_idx)
             except (UncompletedJobError, FailedJobError) as err:
-                # submitit names the job's result or log file: <folder>/<job>_<task>_...
+                # submitit names a task's result or log file: <folder>/<job>_<task>_...
                 log = Path(re.search(r"(\S+)_(?:result\.pkl|log\.err)", str(err))[1] + "_log.err")
                 job_id = log.name.rsplit("_", 2)[0]
+                # A rank killed on its node (out of memory, a node failing) leaves no result;
+                # srun says which in the job's log, where the others' errors only follow from it.
+                job_log = _log_file(self.params, job_id)
+                dead = _dead_task(job_log)
+                if dead:
+                    sweep = self.config.hydra.sweep.dir
+                    raise LitlabError(
+                        f"SLURM job {job_id} failed: its {dead}; its log: {job_log}; to continue "
+                        f"it from its last checkpoint, rerun the sweep with resume=auto_or_fresh "
+                        f"hydra.sweep.dir={sweep}"
+                    ) from err
                 raise LitlabError(
                     f"SLURM job {job_id} ended without a result: {_last_error(log)}; its log: {log}"
                 ) from err
