@@ -30,6 +30,7 @@ from litlab.cli import (
 from litlab.errors import LitlabError
 from litlab.resume import asked, resumed_config, resuming, starting_checkpoint
 from litlab.schema import check_config
+from litlab.studies import trial_callback
 
 # Hydra's command-line options that take a value of their own.
 _VALUE_OPTIONS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
@@ -209,6 +210,7 @@ def run(cfg: DictConfig) -> float | None:
 
         job = HydraConfig.get()
         cfg = job_config(cfg, list(job.overrides.task), job.runtime.choices)
+        cfg = trial_callback(cfg, job)
         metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 
