@@ -1,9 +1,9 @@
 """Optuna searches (`hparams_search=mnist_optuna`, the MLP on a subset of MNIST): what pruning
 saves, and what trials that never wait save. Each search is one `litlab-train` process.
 
-Pruning: the same search without a pruner and with `hydra.sweeper.pruner=hyperband`, with each of
-SEEDS (the sampler's and the training's seed): the same number of trials; the epochs all its
-trials trained (their metrics.csv), and the best value it found.
+Pruning: the same search without a pruner and with `hydra.sweeper.pruner=successive_halving`,
+with each of SEEDS (the sampler's and the training's seed): the same number of trials; the
+epochs all its trials trained (their metrics.csv), and the best value it found.
 
 Scheduling: `n_jobs=2` on joblib, trials of unequal length (`trainer.max_epochs` drawn from
 a choice, at random with one seed, so that both searches run the same trials): trials that start
@@ -33,8 +33,8 @@ SEARCH = [
     f"paths.data_dir={DATA_DIR}",
 ]
 # Pruning: trials of EPOCHS epochs.
-SEEDS, TRIALS, EPOCHS = (1, 2, 3), 6, 4
-PRUNERS = ("null", "hyperband")
+SEEDS, TRIALS, EPOCHS = (1, 2, 3), 6, 5
+PRUNERS = ("null", "successive_halving")
 # Scheduling: trials of 1 or LONG epochs, two at a time.
 WORKERS, TRIALS_AT_ONCE, LONG = 2, 6, 10
 SCHEDULES = {"asynchronous (default)": "false", "batch-synchronous": "true"}
@@ -115,7 +115,7 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as folder:
         pruned = pruning(Path(folder))
         timed = scheduling(Path(folder))
-    full, cut = pruned["null"], pruned["hyperband"]
+    full, cut = pruned["null"], pruned["successive_halving"]
     spread = max(full[1]) - min(full[1])
     gap = statistics.mean(full[1]) - statistics.mean(cut[1])
     epoch_ratio = cut[0] / full[0]

@@ -66,7 +66,7 @@ def test_a_pruned_trial_ends_early_keeps_its_run_and_stays_pruned_when_resumed(t
         study_name="train", storage=f"sqlite:///{sweep}/optuna.db", direction="maximize"
     )
     for _ in range(2):
-        ahead = {epoch: 0.999 for epoch in range(4)}
+        ahead = {epochs: 0.999 for epochs in range(1, 5)}
         study.add_trial(optuna.trial.create_trial(value=0.999, intermediate_values=ahead))
     result = run_cli(
         "litlab-train",
@@ -87,7 +87,7 @@ def test_a_pruned_trial_ends_early_keeps_its_run_and_stays_pruned_when_resumed(t
     assert (job / "checkpoints" / "last.ckpt").is_file()
     trial = study_of(sweep).trials[2]
     assert trial.state == TrialState.PRUNED
-    assert trial.intermediate_values == {0: summary["metrics"]["val/acc_best"]}
+    assert trial.intermediate_values == {1: summary["metrics"]["val/acc_best"]}  # 1 epoch
 
     kept = {p: p.read_bytes() for p in [job / "metrics.json", *job.glob("checkpoints/*")]}
     resumed = run_cli("litlab-train", "resume=auto", f"hydra.run.dir={job}", TINY[-1])
@@ -163,7 +163,7 @@ def test_a_pruning_search_whose_submitter_was_killed_continues_from_its_storage(
         pruned = summary.get("pruned", False)
         assert trial.state == (TrialState.PRUNED if pruned else TrialState.COMPLETE)
         assert trial.value == pytest.approx(read_metrics(job)["val/acc_best"])
-        assert sorted(trial.intermediate_values) == validated_epochs(job)
+        assert sorted(trial.intermediate_values) == [e + 1 for e in validated_epochs(job)]
     assert [t.state for t in trials[:2]] == [TrialState.COMPLETE] * 2  # none to compare with
 
 
@@ -182,7 +182,7 @@ def test_an_unknown_pruner_is_one_error_line_and_writes_nothing(tmp_path):
         *TINY,
         f"paths.log_dir={tmp_path}",
     )
-    assert_one_line_error(result, "pruner=medain", "median, hyperband, or null")
+    assert_one_line_error(result, "pruner=medain", "median, successive_halving, hyperband, or null")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -104,9 +104,10 @@ class Pruning(Callback):
         value = trainer.callback_metrics.get(self.metric)
         if self.trial is None or trainer.sanity_checking or value is None:
             return
-        self.trial.report(float(value), trainer.current_epoch)
+        epochs = trainer.current_epoch + 1  # the trial's step: the epochs it has trained
+        self.trial.report(float(value), epochs)
         if self.trial.should_prune():
-            log.info("pruned by the %s pruner after epoch %d", self.pruner, trainer.current_epoch)
+            log.info("pruned by the %s pruner after %d epochs", self.pruner, epochs)
             self.pruned = trainer.should_stop = True
 
 

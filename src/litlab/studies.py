@@ -36,19 +36,23 @@ from litlab.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-PRUNERS = ("median", "hyperband")  # hydra.sweeper.pruner's values, besides null
+PRUNERS = ("median", "successive_halving", "hyperband")  # hydra.sweeper.pruner's, besides null
 
 
 def make_pruner(name: str | None, max_epochs: int | None = None):
-    """The Optuna pruner `name` stands for. `median` stops a trial whose value at an epoch is
-    worse than the median of earlier trials' at that epoch (once 2 trials have finished);
-    `hyperband` runs successive halving over epochs 1 to `max_epochs` in several brackets."""
+    """The Optuna pruner `name` stands for; a trial's steps are the epochs it has trained.
+    `median` stops a trial whose value is worse than the median of earlier trials' after as
+    many epochs (once 2 trials have finished); `successive_halving` keeps the best third of the
+    trials after 1 epoch, of those after 3, 9, ...; `hyperband` runs successive halving in
+    brackets that start at 1 to `max_epochs` epochs."""
     import optuna
 
     if name is None:
         return optuna.pruners.NopPruner()
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(max_resource=max_epochs or "auto")
     raise LitlabError(
