@@ -114,8 +114,8 @@ def scheduling(folder: Path) -> dict[str, float]:
 
 def main() -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        pruned = pruning(Path(folder))
         timed = scheduling(Path(folder))
+        pruned = pruning(Path(folder))
     full, cut = pruned["null"], pruned["successive_halving"]
     spread = max(full[1]) - min(full[1])
     gap = statistics.mean(full[1]) - statistics.mean(cut[1])
