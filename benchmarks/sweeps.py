@@ -37,7 +37,7 @@ SEARCH = [
 SEEDS, TRIALS, EPOCHS, LABELLED = (1, 2, 3), 6, 5, 2000
 PRUNERS = ("null", "successive_halving")
 # Scheduling: trials of 1 or LONG epochs on all 55,000 training images, two at a time.
-WORKERS, TRIALS_AT_ONCE, LONG, REPEATS = 2, 8, 8, 2
+WORKERS, TRIALS_AT_ONCE, LONG, REPEATS = 2, 12, 24, 2
 SCHEDULES = {"asynchronous (default)": "false", "batch-synchronous": "true"}
 ROWS = (*(f"pruner={p}" for p in PRUNERS), *SCHEDULES)
 
