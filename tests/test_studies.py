@@ -111,14 +111,14 @@ def test_with_two_workers_a_trial_starts_as_soon_as_one_ends_while_another_runs(
         "hydra.launcher.n_jobs=2",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.n_trials=3",
-        "seed=1",  # the sampler's: trials 0 and 1 draw 1 and 10 epochs
-        "trainer.max_epochs=choice(1, 10)",
+        "seed=1",  # the sampler's: trials 0 and 1 draw 1 and 40 epochs
+        "trainer.max_epochs=choice(1, 40)",
         *TINY,
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = [len(validated_epochs(sweep / str(n))) for n in range(3)]
-    assert sorted(epochs[:2]) == [1, 10], epochs
+    assert sorted(epochs[:2]) == [1, 40], epochs
     short, long = sorted((job_times(sweep / str(n)) for n in (0, 1)), key=lambda t: t[1])
     started, _ = job_times(sweep / "2")
     assert short[1] <= started < long[1]  # in the slot the short trial freed, the long one on

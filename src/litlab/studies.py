@@ -135,7 +135,7 @@ def outcome(job_dir: Path, metric: str) -> tuple[str, float | None]:
     """What a trial's job reached, from its metrics.json: ("COMPLETE", value), ("PRUNED", None),
     or ("FAIL", None) for a job that left no `metric`."""
     job = RunDir(job_dir)
-    if job.summary().get("pruned"):
+    if job.pruned():
         return "PRUNED", None
     value = job.metrics().get(metric)
     if value is None:
