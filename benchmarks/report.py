@@ -35,6 +35,7 @@ one process on the same data. What each section compares against:
 | Text classification accuracy | TF-IDF (1-2 grams, 10k) + logistic regression, same split |
 | Variational autoencoders | pytorch/examples' VAE in a plain loop; the CNN from scratch |
 | MNIST speedrun | `experiment=seed_cnn` (the article's 5 epochs), same device settings |
+| Optuna searches | the same search without a pruner; trials in batches (Hydra's sweepers) |
 | Triton kernels on sm_80 / sm_90 | none: the compiler's static figures, the GPUs' limits |
 """
 

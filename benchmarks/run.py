@@ -13,6 +13,7 @@ import input_pipeline
 import seed_cnn_speed
 import speedrun
 import startup
+import sweeps
 import text_accuracy
 import text_pipeline
 import triton_aot
@@ -32,6 +33,7 @@ BENCHMARKS = (
     article_accuracy,
     text_accuracy,
     vae,
+    sweeps,
     triton_aot,  # static: the compiler's figures
 )
 

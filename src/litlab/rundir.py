@@ -132,13 +132,22 @@ class RunDir:
     def write_summary(self, **summary) -> None:
         atomic_write(self.metrics_file, json.dumps(summary, indent=2) + "\n")
 
-    def write_metrics(self, metrics: dict[str, float], best: str | Path | None = None) -> None:
+    def pruned(self) -> bool:
+        """Whether an Optuna pruner stopped this run early (see litlab.studies)."""
+        return bool(self.summary().get("pruned"))
+
+    def write_metrics(
+        self, metrics: dict[str, float], best: str | Path | None = None, pruned: bool = False
+    ) -> None:
         """metrics.json of a trained run: its final `metrics` and its best checkpoint (a path,
-        kept relative to the run, so that the run can move)."""
+        kept relative to the run, so that the run can move); `"pruned": true` for a run an
+        Optuna pruner stopped early."""
         if best:
             best = Path(best) if Path(best).is_absolute() else self.path / best
             best = str(best.resolve().relative_to(self.path.resolve()))
-        self.write_summary(metrics=metrics, best_checkpoint=best or None)
+        self.write_summary(
+            metrics=metrics, best_checkpoint=best or None, **({"pruned": True} if pruned else {})
+        )
 
     def checkpoint(self, given: str | Path | None = None) -> Path:
         """`given`, else the run's best checkpoint (metrics.json says which), else its last."""

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -122,16 +123,28 @@ class QueueWatcher(slurm.SlurmInfoWatcher):
                 self._finished.add(job_id)
 
 
+_watching = threading.Lock()
+_launches = 0  # launches in progress: an Optuna search launches each trial from its own thread
+_watcher_before: slurm.SlurmInfoWatcher | None = None
+
+
 @contextmanager
 def _watched_by(watcher: slurm.SlurmInfoWatcher):
-    """Let submitit's SLURM jobs ask `watcher` for their states during one launch (all of its
-    jobs share the class's)."""
-    before = slurm.SlurmJob.watcher
-    slurm.SlurmJob.watcher = watcher
+    """Let submitit's SLURM jobs ask `watcher` for their states during a launch (all of its
+    jobs share the class's). Of launches in progress at once, the first one's watches all of
+    their jobs, until the last one ends."""
+    global _launches, _watcher_before
+    with _watching:
+        if _launches == 0:
+            _watcher_before, slurm.SlurmJob.watcher = slurm.SlurmJob.watcher, watcher
+        _launches += 1
     try:
         yield
     finally:
-        slurm.SlurmJob.watcher = before
+        with _watching:
+            _launches -= 1
+            if _launches == 0:
+                slurm.SlurmJob.watcher = _watcher_before
 
 
 def _log_file(params: dict, job_id: str) -> Path:

@@ -194,6 +194,9 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     model = instantiate(cfg.model)
     check_monitor(cfg, model)
     ckpt_path = starting_checkpoint(cfg)
+    if ckpt_path and run.pruned():  # a trial an Optuna pruner stopped stays stopped
+        log.info("%s was pruned; it is not trained further", run.path)
+        return run.metrics()
     if ckpt_path:  # a clear error for a missing or unsafe file, or one of another model
         check_fits(model, load_checkpoint(ckpt_path)["state_dict"], ckpt_path, cfg.model)
         log.info("resuming from %s", ckpt_path)
@@ -215,7 +218,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_scalars(trainer.callback_metrics))
 
     if trainer.is_global_zero:
-        run.write_metrics(metrics, best)
+        pruned = any(getattr(callback, "pruned", False) for callback in trainer.callbacks)
+        run.write_metrics(metrics, best, pruned)
         log.info("run directory: %s", run.path)
         if "test/acc" in metrics:
             log.info("test accuracy %.4f %s", metrics["test/acc"], coverage(metrics))

@@ -31,6 +31,7 @@ from litlab.config_check import check_config
 from litlab.config_files import check_targets
 from litlab.errors import LitlabError
 from litlab.resume import asked, resumed_config, resuming, starting_checkpoint
+from litlab.studies import trial_callback
 
 # Hydra's command-line options that take a value of their own.
 _VALUE_OPTIONS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
@@ -213,6 +214,7 @@ def run(cfg: DictConfig) -> float | None:
 
         job = HydraConfig.get()
         cfg = job_config(cfg, list(job.overrides.task), job.runtime.choices)
+        cfg = trial_callback(cfg, job)
         metrics = train(cfg, checked=_checked_run)
     return metrics.get(cfg.get("optimized_metric"))
 
