@@ -15,6 +15,7 @@ from conftest import DATA_DIR, cli_command, read_metrics, run_cli
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from litlab.report import make_report
 from litlab.studies import search_space
 
 # A job of a few seconds: 20 batches of an MLP per epoch, 2 validation and test batches.
@@ -88,6 +89,9 @@ def test_a_pruned_trial_ends_early_keeps_its_run_and_stays_pruned_when_resumed(t
     trial = study_of(sweep).trials[2]
     assert trial.state == TrialState.PRUNED
     assert trial.intermediate_values == {1: summary["metrics"]["val/acc_best"]}  # 1 epoch
+    report = make_report(sweep)  # listed as pruned, not ranked with the finished trials
+    assert [(job.name, job.status) for job in report.jobs] == [("2", "pruned")]
+    assert list(csv.DictReader(report.csv.open()))[0]["status"] == "pruned"
 
     kept = {p: p.read_bytes() for p in [job / "metrics.json", *job.glob("checkpoints/*")]}
     resumed = run_cli("litlab-train", "resume=auto", f"hydra.run.dir={job}", TINY[-1])

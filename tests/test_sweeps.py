@@ -225,7 +225,8 @@ def test_the_report_ranks_a_loss_lowest_first_and_lists_unfinished_jobs_last(tmp
     assert [job.name for job in report.jobs] == ["1", "0", "10", "2"]
     assert [p.name for p in report.plots] == ["report_model.optimizer.lr.png"]
     assert not report.by_seed  # one row per job, as the table
-    assert next(csv.reader(report.csv.open())) == ["job", "model.optimizer.lr", "val/loss"]
+    header = ["job", "status", "model.optimizer.lr", "val/loss"]
+    assert next(csv.reader(report.csv.open())) == header
 
 
 def test_the_report_of_a_directory_without_jobs_is_one_error_line(tmp_path, capsys):

@@ -29,7 +29,7 @@ class Job:
     params: dict[str, str]  # override key -> value, as typed or sampled
     metrics: dict[str, float] = field(default_factory=dict)  # empty: the job did not finish
     optimized_metric: str | None = None
-    status: str = "finished"  # or "unfinished": no metrics.json yet
+    status: str = "finished"  # "unfinished": no metrics.json yet; "pruned": stopped by Optuna
 
 
 @dataclass
@@ -123,7 +123,7 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
             params[key.lstrip("+~")] = value
         run = RunDir(job_dir)
         metrics = run.metrics()
-        status = "finished" if metrics else "unfinished"
+        status = "pruned" if run.pruned() else "finished" if metrics else "unfinished"
         job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, metrics, status=status)
         if run.config_file.is_file():
             job.optimized_metric = run.config().get("optimized_metric")
@@ -160,7 +160,7 @@ def number(value: str | None) -> float | None:
 
 
 def scored(job: Job, metric: str) -> bool:
-    """Whether `job` counts in the ranking: it finished and logged `metric`."""
+    """Whether `job` counts in the ranking: it finished (not pruned) and logged `metric`."""
     return job.status == "finished" and metric in job.metrics
 
 
@@ -269,12 +269,12 @@ def default_metric(jobs: list[Job]) -> str:
 
 
 def write_csv(jobs: list[Job], params: list[str], path: Path) -> Path:
-    """One row per job (in the given order): its swept parameters, then every metric."""
+    """One row per job (in the given order): its status, swept parameters, then every metric."""
     metrics = sorted({name for job in jobs for name in job.metrics})
-    rows = [["job", *params, *metrics]]
+    rows = [["job", "status", *params, *metrics]]
     for job in jobs:
         row = [job.params.get(key, "") for key in params]
-        rows.append([job.name, *row, *(job.metrics.get(m, "") for m in metrics)])
+        rows.append([job.name, job.status, *row, *(job.metrics.get(m, "") for m in metrics)])
     return _write_rows(rows, path)
 
 

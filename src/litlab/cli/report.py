@@ -13,9 +13,10 @@ from litlab.report import Report, make_report, scored
 
 
 def table(report: Report) -> Table:
-    """The ranked jobs: swept parameters, the ranking metric, then the test metrics."""
+    """The ranked jobs: swept parameters, the ranking metric, then the test metrics (without
+    the counts of what was tested); a job that is not ranked shows its status."""
     others = sorted({name for job in report.jobs for name in job.metrics} - {report.metric})
-    others = [m for m in others if m.startswith("test/")]
+    others = [m for m in others if m.startswith("test/") and not m.startswith("test/samples")]
     out = Table(title=f"{len(report.jobs)} jobs ranked by {report.metric} ({report.mode})")
     for column in ["#", "job", *report.params]:
         out.add_column(column)
@@ -25,7 +26,7 @@ def table(report: Report) -> Table:
         values = [
             f"{job.metrics[m]:.4f}" if m in job.metrics else "-" for m in [report.metric, *others]
         ]
-        rank = str(i) if scored(job, report.metric) else "-"
+        rank = str(i) if scored(job, report.metric) else job.status.replace("finished", "-")
         out.add_row(rank, job.name, *(job.params.get(p, "") for p in report.params), *values)
     return out
 
