@@ -81,7 +81,7 @@ def test_each_ddp_rank_gets_its_own_shard(mnist):
 
 def test_missing_data_without_download_says_how_to_fetch(tmp_path):
     dm = MNISTDataModule(data_dir=str(tmp_path), download=False)
-    with pytest.raises(LitlabError, match="run `litlab-data mnist`"):
+    with pytest.raises(LitlabError, match="run `litlab-data mnist"):
         dm.prepare_data()
 
 

@@ -66,7 +66,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path, mnis
 
     resumed = run_cli("litlab-train", "resume=auto", f"hydra.run.dir={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    restored = f"Restoring states from the checkpoint path at {last.resolve()}"
+    restored = f"resuming from {last.resolve()}"
     assert restored in resumed.stdout + resumed.stderr
     assert read_metrics(run_dir) == read_metrics(tmp_path / "whole")  # bitwise
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))

@@ -213,7 +213,7 @@ def test_a_2_node_job_requeued_mid_epoch_resumes_to_the_metrics_of_an_uninterrup
     assert show_job(cluster, job_id)["Restarts"] == "1"
     log = job_log(sweep, job_id)
     assert "DUE TO JOB REQUEUE" in log or "Received SIGTERM" in log
-    assert f"Restoring states from the checkpoint path at {last}" in log
+    assert f"resuming from {last}" in log
     assert "MEMBER: 2/2" in log
     assert read_metrics(sweep / "0") == whole_run()  # bitwise
     assert_one_run(sweep / "0", epochs=3)
@@ -243,9 +243,7 @@ def test_a_rank_killed_on_the_second_node_ends_the_job_and_the_rerun_sweep_resum
 
     again = run_cli("litlab-train", "-m", *command, "resume=auto_or_fresh")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"Restoring states from the checkpoint path at {last}" in job_log(
-        sweep, slurm_id(sweep / "0")
-    )
+    assert f"resuming from {last}" in job_log(sweep, slurm_id(sweep / "0"))
     assert read_metrics(sweep / "0") == whole_run()  # bitwise
     assert_one_run(sweep / "0", epochs=3)
 
@@ -357,7 +355,7 @@ def test_a_2_node_job_at_its_time_limit_is_signalled_requeued_and_finishes_with_
     log = job_log(sweep, job_id)
     assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log
     assert "Requeued job" in log and "MEMBER: 2/2" in log
-    assert f"Restoring states from the checkpoint path at {last}" in log
+    assert f"resuming from {last}" in log
     assert read_metrics(sweep / "0") == read_metrics(tmp_path / "whole")  # bitwise
     assert_one_run(sweep / "0", epochs=80)
 

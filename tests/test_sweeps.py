@@ -150,7 +150,7 @@ def test_a_submitit_job_preempted_mid_run_is_requeued_and_resumes_by_itself(tmp_
     assert job.returncode == 0, stderr[-3000:]
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
     assert "this job is preempted" in logs and "Requeued job" in logs
-    assert f"Restoring states from the checkpoint path at {last}" in logs
+    assert f"resuming from {last}" in logs
     rows = list(csv.DictReader((sweep / "0" / "csv" / "metrics.csv").open()))
     assert sorted(int(r["epoch"]) for r in rows if r["val/acc"]) == [0, 1]  # nothing lost
     assert read_metrics(sweep / "0")["test/acc"] > 0.8

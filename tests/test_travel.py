@@ -122,7 +122,7 @@ def test_a_moved_run_evaluates_predicts_exports_and_resumes_where_it_now_is(tmp_
         tmp_path, [predicted], "litlab-predict", f"run_dir={run}", f"inputs={picture}", cwd=home
     )
     record = json.loads(result.stdout)
-    assert record["input"] == str(picture) and record["class"] in record["probabilities"]
+    assert record["input"] == str(picture) and record["predicted_class"] in record["probabilities"]
 
     exported = [run / "export", home / "logs" / "export"]  # the artifact in the run, Hydra's log
     run_inside(

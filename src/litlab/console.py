@@ -47,6 +47,8 @@ def quiet_lightning() -> None:
     # installed (litlab's SLURM launcher starts ranks with srun itself).
     warnings.filterwarnings("ignore", message=r".*isinstance.treespec, LeafSpec")
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+    # A resumed run's checkpoints are there by design; a fresh run into them is refused first.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -401,7 +401,7 @@ def make_report(
     multirun_dir = Path(multirun_dir)
     jobs = read_jobs(multirun_dir)
     metric = metric or default_metric(jobs)
-    if not any(scored(job, metric) for job in jobs):
+    if not any(metric in job.metrics for job in jobs):  # a pruned trial's count as logged
         known = sorted({name for job in jobs for name in job.metrics})
         raise LitlabError(f"no job logged {metric}; choose one of {', '.join(known) or 'none'}")
     mode = mode or objective.mode(metric)
