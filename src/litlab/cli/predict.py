@@ -30,9 +30,11 @@ def run(cfg: DictConfig) -> None:
 def main() -> None:
     with user_errors():
         cfg = check_command(sys.argv, "predict")
-        if cfg is not None and OmegaConf.is_missing(cfg, "inputs"):
-            raise LitlabError("say what to classify: inputs=<file or folder> or inputs=[a,b,...]")
         if cfg is not None:
+            if OmegaConf.is_missing(cfg, "inputs"):
+                raise LitlabError(
+                    "say what to classify: inputs=<file or folder> or inputs=[a,b,...]"
+                )
             input_list(cfg.inputs)  # an empty folder: nothing to do, and nothing written
     run()
 
