@@ -27,6 +27,7 @@ from torch._dynamo.utils import counters
 from torch._inductor.async_compile import AsyncCompile
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from litlab.config.resolvers import fastest_cpu_precision
 from litlab.kernels import CompiledRecurrent
 from litlab.kernels.recurrent import CELLS
 from litlab.kernels.triton_recurrent import (
@@ -36,7 +37,6 @@ from litlab.kernels.triton_recurrent import (
     interpreting,
 )
 from litlab.models.base import compile_update
-from litlab.resolvers import fastest_cpu_precision
 
 STEPS = 60
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -18,7 +18,7 @@ from report import EpochTimer, synchronize, timed, train_config, write_section
 
 import litlab
 from litlab.data import InMemoryImages
-from litlab.tasks import ask_cuda_without_nvml_where_no_driver
+from litlab.training.tasks import ask_cuda_without_nvml_where_no_driver
 
 NOTES = """\
 *Bare Lightning* is a minimal LightningModule with the same net and optimizer, in Lightning's

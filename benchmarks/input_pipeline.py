@@ -29,7 +29,7 @@ def images_per_second(loader, limit: int) -> float:
 
 def main() -> dict:
     torch.manual_seed(0)
-    dm = MNISTDataModule(data_dir=str(DATA_DIR), batch_size=BATCH)
+    dm = MNISTDataModule(seed=0, data_dir=str(DATA_DIR), batch_size=BATCH)
     dm.prepare_data()  # as Lightning does: says how to fetch missing data
     dm.setup()
     normalize = transforms.Compose(

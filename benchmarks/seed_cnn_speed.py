@@ -24,8 +24,8 @@ from hydra.utils import instantiate
 from report import DATA_DIR, EpochTimer, train_config, write_section
 
 import litlab
+from litlab.config.resolvers import fastest_cpu_precision
 from litlab.errors import LitlabError
-from litlab.resolvers import fastest_cpu_precision
 
 EPOCHS = 2
 DEVICE = "gpu" if torch.cuda.is_available() else "cpu"

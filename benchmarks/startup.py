@@ -112,7 +112,7 @@ def main(bin_dir: Path | None = None) -> dict:
         f"Medians of {REPEATS} fresh processes ({STEP_REPEATS} for the first step). Goal: a "
         f"config error or `--help` in at most 2x the wall time of importing torch ({verdict}: "
         f"the slowest {worst / floor:.2f}x). A mistake in the config is refused before torch "
-        "is imported (`litlab.config_check` checks every value; no run directory is made); "
+        "is imported (`litlab.config.check` checks every value; no run directory is made); "
         "`--help` spends its time in Hydra listing every config group. Importing Lightning is "
         "the floor of any run: inside it, torchmetrics imports torchvision's models and with "
         "them torch._dynamo.",

@@ -24,7 +24,9 @@ def main() -> dict:
     torch.manual_seed(0)
     rows, results = [], {}
     for name, classes in CORPORA.items():
-        dm = TextDataModule(corpus=name, data_dir=str(DATA_DIR), num_classes=classes, max_len=400)
+        dm = TextDataModule(
+            seed=0, corpus=name, data_dir=str(DATA_DIR), num_classes=classes, max_len=400
+        )
         dm.setup()
         train = dm.splits["train"]
         sampler = RandomSampler(train)

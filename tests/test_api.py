@@ -57,7 +57,7 @@ def test_load_run_of_a_directory_that_is_no_run(tmp_path):
 
 
 def test_a_run_directory_is_found_by_its_checkpoint_and_names_its_best(mnist_mlp_run):
-    from litlab.rundir import RunDir
+    from litlab.run.directory import RunDir
 
     best = RunDir(mnist_mlp_run).checkpoint()
     assert best.is_file() and best != RunDir(mnist_mlp_run).last  # metrics.json names it

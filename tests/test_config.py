@@ -13,9 +13,10 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import OmegaConf
 
 import litlab
-from litlab import CONFIG_DIR, objective, settings
-from litlab.config_check import check_config, settings_of
+from litlab import CONFIG_DIR, settings
+from litlab.config.check import check_config, settings_of
 from litlab.errors import LitlabError
+from litlab.run import objective
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 DEBUGS = sorted(p.stem for p in (CONFIG_DIR / "debug").glob("*.yaml"))
@@ -184,7 +185,7 @@ def test_a_user_s_own_class_is_checked_from_its_annotations(tmp_path, monkeypatc
             check_config(OmegaConf.create({"model": {"net": {**net, **extra}}}))
         assert message in str(refused.value)
     # Read from its source: neither the module nor torch is imported to check it.
-    code = "from litlab.config_check import settings_of; import sys; "
+    code = "from litlab.config.check import settings_of; import sys; "
     code += "print(settings_of('tiny_nets.TinyCNN').hints['width'], 'torch' in sys.modules)"
     shown = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
@@ -237,3 +238,25 @@ def test_a_user_s_own_class_takes_its_own_settings(tmp_path):
     check_config(cfg)
     with pytest.raises(LitlabError, match="model.optimizer.lr=0 must be"):  # ours still checked
         check_config(compose(tmp_path, "model.net._target_=mypackage.Net", "model.optimizer.lr=0"))
+
+
+def test_a_moved_class_keeps_its_old_path_for_a_release(tmp_path):
+    from litlab.training.pictures import RunPictures
+
+    old = "litlab.callbacks.RunPictures"
+    cfg = compose(tmp_path, f"callbacks.run_pictures._target_={old}")
+    check_config(cfg)  # read where the class is now
+    with pytest.warns(FutureWarning, match=f"{old} is now litlab.training.pictures.RunPictures"):
+        assert type(instantiate(cfg.callbacks.run_pictures)) is RunPictures
+    with pytest.raises(
+        LitlabError, match=f"callbacks.run_pictures.every is not a setting of {old}"
+    ):
+        check_config(
+            compose(
+                tmp_path,
+                f"callbacks.run_pictures._target_={old}",
+                "+callbacks.run_pictures.every=2",
+            )
+        )
+    with pytest.warns(FutureWarning, match="litlab.tasks.load_run is now litlab.training.tasks"):
+        from litlab.tasks import load_run  # noqa: F401  (a notebook's old import)

@@ -59,7 +59,9 @@ def test_datamodule_reads_real_mnist_with_a_seeded_split(mnist):
 
 def test_fashion_mnist_through_the_same_module():
     need_data("FashionMNIST")
-    dm = MNISTDataModule(name="fashion_mnist", data_dir=str(DATA_DIR), mean=0.286, std=0.353)
+    dm = MNISTDataModule(
+        seed=0, name="fashion_mnist", data_dir=str(DATA_DIR), mean=0.286, std=0.353
+    )
     dm.setup()
     assert len(dm.splits["test"]) == 10_000
     assert dm.class_names[9] == "Ankle boot"
@@ -67,7 +69,7 @@ def test_fashion_mnist_through_the_same_module():
 
 
 def test_each_ddp_rank_gets_its_own_shard(mnist):
-    dm = MNISTDataModule(data_dir=str(DATA_DIR))
+    dm = MNISTDataModule(seed=0, data_dir=str(DATA_DIR))
     dm.setup()
     dataset = dm.splits["val"]
     seen = []
@@ -80,7 +82,7 @@ def test_each_ddp_rank_gets_its_own_shard(mnist):
 
 
 def test_missing_data_without_download_says_how_to_fetch(tmp_path):
-    dm = MNISTDataModule(data_dir=str(tmp_path), download=False)
+    dm = MNISTDataModule(seed=0, data_dir=str(tmp_path), download=False)
     with pytest.raises(LitlabError, match="run `litlab-data mnist"):
         dm.prepare_data()
 
@@ -118,7 +120,7 @@ def test_fetched_files_are_complete(mnist):
 
 
 def test_a_split_moved_to_a_device_cuts_its_batches_there(mnist):
-    dm = MNISTDataModule(data_dir=str(DATA_DIR))
+    dm = MNISTDataModule(seed=0, data_dir=str(DATA_DIR))
     dm.setup()
     on_meta = dm.splits["val"].to(torch.device("meta"))  # a device without the memory behind it
     x, y = on_meta.__getitems__([3, 1, 4])
@@ -128,7 +130,7 @@ def test_a_split_moved_to_a_device_cuts_its_batches_there(mnist):
 
 
 def fit_a_few_steps(device: str, num_workers: int) -> MNISTDataModule:
-    dm = MNISTDataModule(data_dir=str(DATA_DIR), num_workers=num_workers)
+    dm = MNISTDataModule(seed=0, data_dir=str(DATA_DIR), num_workers=num_workers)
     model = Classifier(net=MLP(hidden=(16,)), optimizer=partial(torch.optim.Adam, lr=1e-3))
     trainer = quiet_trainer(accelerator=device, devices=1, max_steps=3, limit_val_batches=1)
     trainer.fit(model, datamodule=dm)

@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 import litlab
 from litlab.errors import LitlabError
-from litlab.export import FILES, PaddedRecurrent, export
+from litlab.inference.export import FILES, PaddedRecurrent, export
 from litlab.nets import RecurrentClassifier
 
 pytest.importorskip("onnxruntime", reason="pip install 'litlab[export]'")

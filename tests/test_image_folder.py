@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw
 import litlab
 from litlab.data import ImageFolderDataModule, MNISTDataModule
 from litlab.errors import LitlabError
-from litlab.export import export
-from litlab.predict import Predictor
+from litlab.inference.export import export
+from litlab.inference.predict import Predictor
 
 PER_CLASS = 30
 
@@ -22,7 +22,7 @@ PER_CLASS = 30
 def digits(tmp_path_factory):
     """The first 30 MNIST training digits of each class, one PNG each, in `<digit>/`."""
     need_data("MNIST")
-    images, labels = MNISTDataModule(data_dir=str(DATA_DIR)).load_split("train")
+    images, labels = MNISTDataModule(seed=0, data_dir=str(DATA_DIR)).load_split("train")
     root = tmp_path_factory.mktemp("digits")
     for digit in range(10):
         (root / str(digit)).mkdir()
@@ -69,7 +69,7 @@ def test_digit_pngs_are_held_as_the_mnist_digits_they_were(digits):
     assert sizes == {"train": [24] * 10, "val": [3] * 10, "test": [3] * 10}  # stratified
     train = dm.splits["train"]
     assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (1, 28, 28)
-    images, labels = MNISTDataModule(data_dir=str(DATA_DIR)).load_split("train")
+    images, labels = MNISTDataModule(seed=0, data_dir=str(DATA_DIR)).load_split("train")
     saved = [(labels == d).nonzero()[:PER_CLASS, 0] for d in range(10)]
     expected = {(bytes(images[i].numpy()), d) for d, index in enumerate(saved) for i in index}
     held = {
@@ -95,7 +95,7 @@ def test_digit_pngs_are_held_as_the_mnist_digits_they_were(digits):
 
 def test_colour_pictures_are_resized_and_their_fitted_parts_saved(shapes, tmp_path):
     dm = ImageFolderDataModule(
-        root=str(shapes), num_classes=3, channels=3, image_size=32, save_dir=str(tmp_path)
+        seed=0, root=str(shapes), num_classes=3, channels=3, image_size=32, save_dir=str(tmp_path)
     )
     dm.setup()
     assert dm.splits["train"].images.shape[1:] == (3, 32, 32)
@@ -109,7 +109,7 @@ def test_colour_pictures_are_resized_and_their_fitted_parts_saved(shapes, tmp_pa
     assert torch.equal(drawn[:, 0, 0], torch.tensor(picture.getpixel((0, 0)), dtype=torch.uint8))
 
     restored = ImageFolderDataModule(
-        root="nowhere", num_classes=3, channels=3, save_dir=str(tmp_path)
+        seed=0, root="nowhere", num_classes=3, channels=3, save_dir=str(tmp_path)
     )
     restored.restore()  # what predict and export do: the run's parts, not its pictures
     assert restored.class_names == saved["class_names"]
@@ -248,7 +248,7 @@ def make_folder(root, classes: dict[str, list[tuple[int, int]]]):
 
 
 def setup(root, num_classes=2, **kwargs):
-    ImageFolderDataModule(root=str(root), num_classes=num_classes, **kwargs).setup()
+    ImageFolderDataModule(seed=0, root=str(root), num_classes=num_classes, **kwargs).setup()
 
 
 def test_a_missing_folder(tmp_path):

@@ -18,16 +18,16 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils.data import DataLoader, TensorDataset
 
 import litlab
-from litlab.checkpoints import load_checkpoint
-from litlab.export import exportable
+from litlab.config.resolvers import fastest_cpu_precision
+from litlab.inference.export import exportable
 from litlab.kernels import MaxPool2d
 from litlab.kernels.recurrent import CELLS, compiled_chunk
 from litlab.models import Classifier
 from litlab.models.base import compile_update
 from litlab.nets import MLP, ConvDecoder, ConvEncoder, RecurrentClassifier, SeedCNN
 from litlab.nets.recurrent import run_padded
-from litlab.resolvers import fastest_cpu_precision
-from litlab.tasks import load_model
+from litlab.run.checkpoints import load_checkpoint
+from litlab.training.tasks import load_model
 
 CHUNK = 4  # short chunks compile fast
 NO_GPU = "no CUDA GPU here; bash benchmarks/gpu.sh --all runs the GPU cases on one"

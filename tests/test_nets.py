@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import compose
 
-from litlab.config_check import check_config
+from litlab.config.check import check_config
 from litlab.errors import LitlabError
 from litlab.nets import CNN, MLP, SeedCNN
 

@@ -9,8 +9,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 
-from litlab import pictures
-from litlab.callbacks import RunPictures
+from litlab.training import pictures
+from litlab.training.pictures import RunPictures
 
 
 def read_confusion(run_dir):

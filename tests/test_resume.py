@@ -14,14 +14,13 @@ from conftest import DATA_DIR, cli_command, compose, read_metrics, run_cli
 from omegaconf import OmegaConf
 
 import litlab
-from litlab.callbacks import RandomState
-from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
 from litlab.cli.train import check_resume_command
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
-from litlab.loggers import CSVLogger
-from litlab.resume import resumed_config, starting_checkpoint
-from litlab.tasks import build_trainer
+from litlab.run.checkpoints import AtomicCheckpointIO, RandomState, load_checkpoint
+from litlab.run.resume import resumed_config, starting_checkpoint
+from litlab.training.loggers import CSVLogger
+from litlab.training.tasks import build_trainer
 
 # Deterministic, with dropout: a resumed run must also draw the same dropout masks.
 RUN = [
@@ -111,7 +110,7 @@ def test_an_epoch_logged_but_not_checkpointed_is_logged_once_when_it_is_trained_
 
 SAVER = """
 import sys, torch
-from litlab.checkpoints import AtomicCheckpointIO
+from litlab.run.checkpoints import AtomicCheckpointIO
 io, weights = AtomicCheckpointIO(), torch.empty(16_000_000)  # 64 MB: a save takes a while
 for version in range(1_000_000):
     checkpoint = {"state_dict": {"w": weights.fill_(version)}, "version": version}

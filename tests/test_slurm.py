@@ -14,7 +14,7 @@ import pytest
 from conftest import DATA_DIR, cli_command, need_data, read_metrics, run_cli
 from omegaconf import OmegaConf
 
-from litlab.checkpoints import load_checkpoint
+from litlab.run.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.slurm
 

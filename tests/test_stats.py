@@ -1,10 +1,11 @@
-"""litlab.stats: the t quantile and the summary over seeds, against closed forms and tables."""
+"""litlab.sweeps.stats: the t quantile and the summary over seeds, against closed forms and
+tables."""
 
 import math
 
 import pytest
 
-from litlab.stats import summarize, t_quantile, t_within
+from litlab.sweeps.stats import summarize, t_quantile, t_within
 
 
 def test_the_t_quantile_is_that_of_the_closed_forms_and_the_tables():

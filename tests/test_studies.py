@@ -1,4 +1,4 @@
-"""litlab's Optuna search (litlab.studies): Hydra's sweep grammar, pruning, trials that start
+"""litlab's Optuna search (litlab.sweeps.studies): Hydra's sweep grammar, pruning, trials that start
 as soon as a slot frees, a search continued after its submitter was killed, and bad searches."""
 
 import csv
@@ -15,8 +15,8 @@ from conftest import DATA_DIR, cli_command, read_metrics, run_cli
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from litlab.report import make_report
-from litlab.studies import search_space
+from litlab.sweeps.report import make_report
+from litlab.sweeps.studies import search_space
 
 # A job of a few seconds: 20 batches of an MLP per epoch, 2 validation and test batches.
 TINY = [

@@ -21,7 +21,7 @@ from litlab import CONFIG_DIR
 from litlab.cli.report import main as report_main
 from litlab.cli.train import check_sweep
 from litlab.errors import LitlabError
-from litlab.report import make_report
+from litlab.sweeps.report import make_report
 
 # A job of a few seconds: 20 batches of an MLP, 2 validation and test batches.
 TINY = [

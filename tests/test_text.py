@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import litlab
-from litlab.config_check import check_config
+from litlab.config.check import check_config
 from litlab.data.text import (
     UNK,
     BucketBatchSampler,
@@ -116,7 +116,11 @@ def test_the_datamodule_fits_its_tokenizer_on_train_only(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     test = write_jsonl(tmp_path / "test.jsonl", [{"text": "testonlyword alpha", "label": "a"}])
     dm = TextDataModule(
-        corpus=str(train), test_path=str(test), num_classes=2, tokenizer_dir=str(tmp_path / "run")
+        seed=0,
+        corpus=str(train),
+        test_path=str(test),
+        num_classes=2,
+        tokenizer_dir=str(tmp_path / "run"),
     )
     dm.setup()
     unk = dm.tokenizer.token_to_id(UNK)
@@ -158,6 +162,7 @@ def test_bucketing_cuts_padding():
 def test_random_train_window_reads_all_of_a_text_while_eval_reads_its_start(tmp_path):
     rows = [{"text": " ".join(f"w{i}" for i in range(50)), "label": y} for y in "ab" * 20]
     dm = TextDataModule(
+        seed=0,
         corpus=str(write_jsonl(tmp_path / "c.jsonl", rows)),
         num_classes=2,
         max_len=8,
@@ -198,7 +203,9 @@ def test_batches_pad_to_a_multiple_without_changing_the_logits(tmp_path):
         torch.manual_seed(0)
         net = RecurrentClassifier(vocab_size=50, num_classes=3, cell_impl=cell_impl, chunk=4).eval()
         torch.testing.assert_close(net((padded, lengths)), net((tokens, lengths)))
-    dm = TextDataModule(corpus=str(small_corpus(tmp_path)), num_classes=2, pad_to_multiple_of=16)
+    dm = TextDataModule(
+        seed=0, corpus=str(small_corpus(tmp_path)), num_classes=2, pad_to_multiple_of=16
+    )
     dm.setup()
     assert {batch[0].tokens.shape[1] for batch in dm.train_dataloader()} == {16}
 
@@ -248,7 +255,9 @@ def test_tokenize_and_collate_any_unicode(train, batch):
 )
 def test_builtin_corpora(name, size, classes):
     need_corpus(name)
-    dm = TextDataModule(corpus=name, data_dir=str(DATA_DIR), num_classes=classes, max_len=50)
+    dm = TextDataModule(
+        seed=0, corpus=name, data_dir=str(DATA_DIR), num_classes=classes, max_len=50
+    )
     dm.prepare_data()
     dm.setup()
     assert sum(len(s) for s in dm.splits.values()) == size
@@ -294,7 +303,9 @@ def test_train_then_eval_reuses_the_runs_tokenizer(tmp_path):
 
 
 def setup_error(tmp_path, corpus, **kwargs) -> str:
-    dm = TextDataModule(corpus=str(corpus), num_classes=kwargs.pop("num_classes", 2), **kwargs)
+    dm = TextDataModule(
+        seed=0, corpus=str(corpus), num_classes=kwargs.pop("num_classes", 2), **kwargs
+    )
     with pytest.raises(LitlabError) as err:
         dm.prepare_data()
         dm.setup()
@@ -360,7 +371,7 @@ def test_bad_corpus_is_one_line_through_the_cli(tmp_path):
 def test_hub_corpus_offline_is_a_clear_error_not_a_hang(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: offline
-    dm = TextDataModule(corpus="hf:ag_news", num_classes=4)
+    dm = TextDataModule(seed=0, corpus="hf:ag_news", num_classes=4)
     with pytest.raises(
         LitlabError, match="cannot reach the Hugging Face hub at http://127.0.0.1:9"
     ):
@@ -376,7 +387,7 @@ def test_hub_loader_keeps_the_datasets_own_splits(tmp_path, monkeypatch):
     rows += [{"text": f"bad {i}", "label": "neg"} for i in range(20)]
     write_jsonl(hub / "train.jsonl", rows)
     write_jsonl(hub / "test.jsonl", [{"text": "good bad", "label": "pos"}])
-    dm = TextDataModule(corpus=f"hf:{hub}", num_classes=2)
+    dm = TextDataModule(seed=0, corpus=f"hf:{hub}", num_classes=2)
     dm.setup()
     assert len(dm.splits["test"]) == 1  # the dataset's test split, not one split off train
     assert len(dm.splits["train"]) + len(dm.splits["val"]) == 40
@@ -386,6 +397,6 @@ def test_hub_loader_keeps_the_datasets_own_splits(tmp_path, monkeypatch):
 def test_fractions_must_leave_data_to_train_on(tmp_path):
     with pytest.raises(LitlabError, match="must leave data to train on"):
         corpus = str(small_corpus(tmp_path))
-        TextDataModule(corpus=corpus, num_classes=2, val_fraction=0.5, test_fraction=0.5)
+        TextDataModule(seed=0, corpus=corpus, num_classes=2, val_fraction=0.5, test_fraction=0.5)
     message = setup_error(tmp_path, small_corpus(tmp_path), val_fraction=0.0)
     assert "the val split of corpus" in message and "data.val_fraction" in message

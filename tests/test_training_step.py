@@ -15,10 +15,12 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 import litlab
-from litlab.callbacks import ProgressBar, RunPictures, without_idle_batch_hooks
 from litlab.models import Classifier
 from litlab.nets import MLP
-from litlab.tasks import ask_cuda_without_nvml_where_no_driver, build_trainer
+from litlab.training.console import ProgressBar
+from litlab.training.pictures import RunPictures
+from litlab.training.speed import without_idle_batch_hooks
+from litlab.training.tasks import ask_cuda_without_nvml_where_no_driver, build_trainer
 
 
 def data(n: int = 96, seed: int = 0) -> TensorDataset:

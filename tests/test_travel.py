@@ -15,8 +15,8 @@ import pytest
 from conftest import DATA_DIR, read_metrics, read_summary, run_cli
 from PIL import Image
 
-from litlab.checkpoints import load_checkpoint
-from litlab.rundir import RunDir, reroot
+from litlab.run.checkpoints import load_checkpoint
+from litlab.run.directory import RunDir, reroot
 
 # Short real runs; deterministic, so that a resumed run can be held to an uninterrupted one.
 RUN = [

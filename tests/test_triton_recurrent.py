@@ -18,7 +18,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from litlab.errors import LitlabError
-from litlab.export import exportable
+from litlab.inference.export import exportable
 from litlab.kernels import CompiledRecurrent
 from litlab.kernels.recurrent import CELLS
 from litlab.kernels.triton_recurrent import TritonRecurrent, fits_on_chip, precision

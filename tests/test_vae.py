@@ -149,7 +149,7 @@ def test_vae_pretraining_pipeline_writes_three_runs(tmp_path, mnist):
 def test_labelled_subset_is_balanced(mnist):
     from litlab.data import MNISTDataModule
 
-    dm = MNISTDataModule(data_dir=str(DATA_DIR), labelled=100)
+    dm = MNISTDataModule(seed=0, data_dir=str(DATA_DIR), labelled=100)
     dm.setup()
     assert torch.bincount(dm.splits["train"].labels).tolist() == [10] * 10
 
@@ -182,7 +182,7 @@ def test_bce_on_normalized_data_is_a_clear_error_not_nan(tmp_path, mnist):
 def test_labelled_subset_must_split_evenly(mnist):
     from litlab.data import MNISTDataModule
 
-    dm = MNISTDataModule(data_dir=str(DATA_DIR), labelled=105)
+    dm = MNISTDataModule(seed=0, data_dir=str(DATA_DIR), labelled=105)
     with pytest.raises(LitlabError, match="data.labelled=105 must be a multiple of 10"):
         dm.setup()
 

@@ -1,7 +1,7 @@
 """litlab's Hydra plugins (Hydra takes plugins from this package only): hydra/launcher=slurm's
-launcher (litlab.slurm) and hparams_search's sweeper (litlab.studies)."""
+launcher (litlab.sweeps.slurm) and hparams_search's sweeper (litlab.sweeps.studies)."""
 
-from litlab import slurm, studies
+from litlab.sweeps import slurm, studies
 
 
 class SlurmLauncher(slurm.SlurmLauncher):

@@ -2,9 +2,12 @@
 
 from pathlib import Path
 
+from litlab import moved
 from litlab.errors import LitlabError
 
 __version__ = "0.1.0"
+
+moved.install()  # the old module names, until litlab 0.3
 
 # The Hydra configs: the repository's top-level conf/, which a built package holds as
 # litlab/conf; an editable install reads the checkout's own.
@@ -28,11 +31,11 @@ __all__ = [
 def __getattr__(name: str):
     # Imported on first use, so `litlab.nets` alone pulls in neither Lightning nor Hydra.
     if name == "compose":
-        from litlab.api import compose
+        from litlab.config.compose import compose
 
         return compose
     if name in ("train", "evaluate", "load_run"):
-        from litlab import tasks
+        from litlab.training import tasks
 
         return getattr(tasks, name)
     raise AttributeError(f"module 'litlab' has no attribute {name!r}")

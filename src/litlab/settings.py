@@ -1,6 +1,6 @@
 """The words litlab's classes annotate their settings with: numbers with bounds and the lists of
 choices. A class's annotated signature is the one statement of what it takes; the config check
-(`litlab.config_check`) reads it from there, and the code reads the same choice lists.
+(`litlab.config.check`) reads it from there, and the code reads the same choice lists.
 
 No torch here: every command line is checked before torch is imported.
 """

@@ -1,4 +1,4 @@
-"""Thin entry points over litlab.tasks and litlab.data.fetch.
+"""Thin entry points over litlab.training.tasks and litlab.data.fetch.
 
 Each Hydra entry point composes its command line's config first (litlab.compose, no torch): a
 mistake in it is refused with one line before anything is imported or written.
@@ -17,9 +17,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from litlab.api import compose
+from litlab.config.compose import compose
 from litlab.errors import LitlabError, first_line
-from litlab.rundir import RunDir
+from litlab.run.directory import RunDir
 
 # As with `python -m`, a project's own modules in the working directory can be named by
 # `_target_:` in its configs without installing the project.

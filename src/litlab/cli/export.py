@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
 def run(cfg: DictConfig) -> None:
     with user_errors():
-        from litlab.export import export  # torch and the exporters: only once it runs
+        from litlab.inference.export import export  # torch and the exporters: only once it runs
 
         path = export(cfg.get("run_dir"), cfg.format, cfg.get("ckpt_path"), cfg.get("out_dir"))
     log.info("wrote %s and %s", path, path.parent / "metadata.json")

@@ -15,7 +15,7 @@ from litlab.files import input_list
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
 def run(cfg: DictConfig) -> None:
     with user_errors():
-        from litlab.predict import predict  # torch and Lightning: only once it runs
+        from litlab.inference.predict import predict  # torch and Lightning: only once it runs
 
         records = predict(cfg)
     for record in records:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from litlab.cli import user_errors
-from litlab.report import Report, make_report, scored
+from litlab.sweeps.report import Report, make_report, scored
 
 
 def table(report: Report) -> Table:

@@ -1,4 +1,4 @@
-"""litlab-train: one run, or a sweep of runs (`-m`), of litlab.tasks.train.
+"""litlab-train: one run, or a sweep of runs (`-m`), of litlab.training.tasks.train.
 
 Every refusal that needs only the config and the run directory comes first, before torch is
 imported and before Hydra makes a directory, so that a refused command writes nothing.
@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from litlab import CONFIG_DIR
-from litlab.api import without_hydra
 from litlab.cli import (
     compose_command,
     composes_elsewhere,
@@ -27,11 +26,12 @@ from litlab.cli import (
     overrides_of,
     user_errors,
 )
-from litlab.config_check import check_config
-from litlab.config_files import check_targets
+from litlab.config.check import check_config
+from litlab.config.compose import without_hydra
+from litlab.config.files import check_targets
 from litlab.errors import LitlabError
-from litlab.resume import asked, resumed_config, resuming, starting_checkpoint
-from litlab.studies import trial_callback
+from litlab.run.resume import asked, resumed_config, resuming, starting_checkpoint
+from litlab.sweeps.studies import trial_callback
 
 # Hydra's command-line options that take a value of their own.
 _VALUE_OPTIONS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
@@ -128,7 +128,7 @@ def check_run(argv: list[str]) -> Path | None:
 
 def job_config(cfg: DictConfig, overrides: list[str], choices: dict) -> DictConfig:
     """For a resumed run, its own config with the values the command line's `overrides` set
-    (see litlab.resume.resumed_config; `choices`: the config groups chosen); otherwise `cfg`."""
+    (see litlab.run.resume.resumed_config; `choices`: the config groups chosen); otherwise `cfg`."""
     if not resuming(cfg):
         return cfg
     parsed = OverridesParser.create().parse_overrides(overrides)
@@ -210,7 +210,7 @@ def nothing_left_if_refused():
 def run(cfg: DictConfig) -> float | None:
     """One job; returns `optimized_metric` to a sweeper (Optuna maximizes or minimizes it)."""
     with user_errors(), nothing_left_if_refused(), sweep_job():
-        from litlab.tasks import train  # torch and Lightning: only once a run starts
+        from litlab.training.tasks import train  # torch and Lightning: only once a run starts
 
         job = HydraConfig.get()
         cfg = job_config(cfg, list(job.overrides.task), job.runtime.choices)

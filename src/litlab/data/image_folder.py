@@ -63,11 +63,12 @@ class ImageFolderDataModule(ImageDataModule):
         val_fraction: Share = 0.1,
         test_fraction: Share = 0.1,
         labelled: PositiveInt | None = None,
-        seed: int = 0,
         batch_size: PositiveInt = 32,
         eval_batch_size: PositiveInt = 256,
         save_dir: str | None = None,
         num_workers: Count = 0,
+        *,
+        seed: int,  # the run's `seed`: the data's split follows it, and has no default of its own
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -113,7 +114,7 @@ class ImageFolderDataModule(ImageDataModule):
         colour = "greyscale" if self.hparams.channels == 1 else "RGB"
         return (
             f"{colour}, transparency as white, resized to {height} x {width} (bilinear) "
-            "(litlab.predict)"
+            "(litlab.inference.predict)"
         )
 
     def draw(self, image: Image.Image) -> torch.Tensor:

@@ -114,13 +114,14 @@ class MNISTDataModule(ImageDataModule):
         eval_batch_size: PositiveInt = 1000,
         val_size: PositiveInt = 5000,
         labelled: PositiveInt | None = None,
-        seed: int = 0,
         download: bool = False,
         mean: float = 0.1307,
         std: Positive = 0.3081,
         num_classes: PositiveInt = 10,
         input_shape: Shape = (1, 28, 28),
         num_workers: Count = 0,
+        *,
+        seed: int,  # the run's `seed`: the data's split follows it, and has no default of its own
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -199,5 +200,6 @@ class MNISTDataModule(ImageDataModule):
     def preprocessing(self) -> str:
         return (
             f"grayscale, a light object on black, scaled to fit {self.spec.object_size} pixels "
-            f"and centred by its centre of mass in {self.hparams.input_shape[-1]} (litlab.predict)"
+            f"and centred by its centre of mass in {self.hparams.input_shape[-1]} "
+            "(litlab.inference.predict)"
         )

@@ -223,7 +223,71 @@ class BucketBatchSampler(BatchSampler):
             yield from batches
 
 
-class TextDataModule(Modality, SplitDataModule):
+class TextInputs(Modality):
+    """A trained text run's inputs outside training, for litlab-predict and litlab-export:
+    its saved tokenizer and class names, texts read from files, and the exported signature."""
+
+    tokenizer: Tokenizer | None
+
+    @classmethod
+    def for_run(cls, config, run_dir: Path):
+        config.tokenizer_dir = str(run_dir)  # the run's own vocabulary, wherever it now lives
+        return config
+
+    def restore(self) -> None:
+        """The tokenizer and class names saved in `tokenizer_dir` by training."""
+        directory = Path(self.hparams.tokenizer_dir or ".")
+        for name in (TOKENIZER_FILE, LABELS_FILE):
+            if not (directory / name).is_file():
+                raise LitlabError(
+                    f"no {name} in {directory}: the run's vocabulary is missing; pass the "
+                    "directory of a finished text run"
+                )
+        self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        self.class_names = json.loads((directory / LABELS_FILE).read_text())
+
+    def read_inputs(self, path: Path) -> list[InputItem]:
+        if path.suffix in TABLES:
+            return column_texts(path, self.hparams.text_column, self.hparams.encoding)
+        return list(text_lines(path))
+
+    def input_batch(self, contents: Sequence[str]) -> PaddedTokens:
+        texts = TokenizedTexts(
+            encode(self.tokenizer, contents, self.hparams.max_len),
+            torch.zeros(len(contents), dtype=torch.int64),
+        )
+        return texts.__getitems__(range(len(contents)))[0]
+
+    def export_signature(self) -> dict:
+        vocab = self.hparams.vocab_size
+        batch, length = Dim("batch"), Dim("length")
+        return {
+            "example": example_tokens(vocab, [7, 4, 6]),
+            "check": example_tokens(vocab, [3, 11, 1, 6, 9]),
+            "dynamic": ({0: batch, 1: length}, {0: batch}),
+            "inputs": [
+                {"name": "tokens", "dtype": "int64", "shape": ["batch", "length"]},
+                {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
+            ],
+        }
+
+    def export_metadata(self) -> dict:
+        return {
+            **super().export_metadata(),
+            "tokenizer": {
+                "file": TOKENIZER_FILE,  # Hugging Face tokenizers' JSON, vocabulary included
+                "max_len": self.hparams.max_len,
+                "pad": PAD,
+                "unknown": UNK,
+                "padding": "right with pad id 0; lengths counts the real tokens (at least 1)",
+            },
+        }
+
+    def export_files(self) -> list[Path]:
+        return [Path(self.hparams.tokenizer_dir) / TOKENIZER_FILE]
+
+
+class TextDataModule(TextInputs, SplitDataModule):
     """Any text classification corpus: a built-in name, a .csv/.tsv/.jsonl file, or a folder."""
 
     def __init__(
@@ -241,7 +305,6 @@ class TextDataModule(Modality, SplitDataModule):
         lowercase: bool = True,
         val_fraction: Share = 0.1,
         test_fraction: Share = 0.1,
-        seed: int = 0,
         batch_size: PositiveInt = 32,
         eval_batch_size: PositiveInt = 256,
         train_window: TrainWindow = "first",
@@ -250,6 +313,8 @@ class TextDataModule(Modality, SplitDataModule):
         pad_to_multiple_of: PositiveInt = 1,  # 1: each batch padded to its longest text
         tokenizer_dir: str | None = None,
         num_workers: Count = 0,
+        *,
+        seed: int,  # the run's `seed`: the data's split follows it, and has no default of its own
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -413,63 +478,6 @@ class TextDataModule(Modality, SplitDataModule):
             collate_fn=whole_batch,
             num_workers=self.hparams.num_workers,
         )
-
-    @classmethod
-    def for_run(cls, config, run_dir: Path):
-        config.tokenizer_dir = str(run_dir)  # the run's own vocabulary, wherever it now lives
-        return config
-
-    def restore(self) -> None:
-        """The tokenizer and class names saved in `tokenizer_dir` by training."""
-        directory = Path(self.hparams.tokenizer_dir or ".")
-        for name in (TOKENIZER_FILE, LABELS_FILE):
-            if not (directory / name).is_file():
-                raise LitlabError(
-                    f"no {name} in {directory}: the run's vocabulary is missing; pass the "
-                    "directory of a finished text run"
-                )
-        self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
-        self.class_names = json.loads((directory / LABELS_FILE).read_text())
-
-    def read_inputs(self, path: Path) -> list[InputItem]:
-        if path.suffix in TABLES:
-            return column_texts(path, self.hparams.text_column, self.hparams.encoding)
-        return list(text_lines(path))
-
-    def input_batch(self, contents: Sequence[str]) -> PaddedTokens:
-        texts = TokenizedTexts(
-            encode(self.tokenizer, contents, self.hparams.max_len),
-            torch.zeros(len(contents), dtype=torch.int64),
-        )
-        return texts.__getitems__(range(len(contents)))[0]
-
-    def export_signature(self) -> dict:
-        vocab = self.hparams.vocab_size
-        batch, length = Dim("batch"), Dim("length")
-        return {
-            "example": example_tokens(vocab, [7, 4, 6]),
-            "check": example_tokens(vocab, [3, 11, 1, 6, 9]),
-            "dynamic": ({0: batch, 1: length}, {0: batch}),
-            "inputs": [
-                {"name": "tokens", "dtype": "int64", "shape": ["batch", "length"]},
-                {"name": "lengths", "dtype": "int64", "shape": ["batch"]},
-            ],
-        }
-
-    def export_metadata(self) -> dict:
-        return {
-            **super().export_metadata(),
-            "tokenizer": {
-                "file": TOKENIZER_FILE,  # Hugging Face tokenizers' JSON, vocabulary included
-                "max_len": self.hparams.max_len,
-                "pad": PAD,
-                "unknown": UNK,
-                "padding": "right with pad id 0; lengths counts the real tokens (at least 1)",
-            },
-        }
-
-    def export_files(self) -> list[Path]:
-        return [Path(self.hparams.tokenizer_dir) / TOKENIZER_FILE]
 
 
 def example_tokens(vocab_size: int, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,10 +8,10 @@ from lightning.pytorch.plugins import Precision
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
-from litlab import objective
-from litlab.loggers import CSVLogger
 from litlab.models.parts import build
+from litlab.run import objective
 from litlab.settings import Compile
+from litlab.training.loggers import CSVLogger
 
 STAGES = ("train", "val", "test")
 

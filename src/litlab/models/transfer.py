@@ -5,8 +5,8 @@ from pathlib import Path
 
 from torch import nn
 
-from litlab.checkpoints import load_checkpoint
 from litlab.errors import LitlabError
+from litlab.run.checkpoints import load_checkpoint
 
 SOURCE, TARGET = "encoder.features.", "features."
 

@@ -1,175 +1,71 @@
-"""Callbacks litlab adds to Lightning's."""
+"""A run's pictures: learning curves and a confusion matrix, and what an autoencoder does.
+
+The figures are plain matplotlib `Figure`s, outside pyplot: no display and no global state
+needed, and a notebook shows one by evaluating it. The callbacks save them as PNGs in the run
+and hand them to the trackers that keep pictures.
+"""
 
 import csv
 import io
-import logging
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
-from litlab import pictures
 from litlab.files import atomic_write
-from litlab.loggers import log_picture
 from litlab.models import Classifier
 from litlab.settings import PositiveInt
-
-log = logging.getLogger(__name__)
-
-# The hooks Lightning calls once per batch (or per optimizer step), on every callback.
-BATCH_HOOKS = (
-    "on_train_batch_start",
-    "on_before_backward",
-    "on_after_backward",
-    "on_before_optimizer_step",
-    "on_before_zero_grad",
-    "on_train_batch_end",
-    "on_validation_batch_start",
-    "on_validation_batch_end",
-    "on_test_batch_start",
-    "on_test_batch_end",
-    "on_predict_batch_start",
-    "on_predict_batch_end",
-)
+from litlab.training.loggers import log_picture
 
 
-def without_idle_batch_hooks(callback: Callback) -> Callback:
-    """`callback` with the batch hooks it inherits unchanged from `Callback` set to None.
+def learning_curves(history: dict[str, dict[int, float]]):
+    """One panel per loss or metric, its train and val values per epoch.
 
-    Lightning calls each hook on every callback, inside a profiler context, whether or not the
-    callback does anything there, and skips an attribute that is not callable: with the default
-    callbacks, those empty calls are a good share of a small net's training step on a CPU.
+    `history` maps a logged name ("train/loss", "val/acc") to its value per epoch.
     """
-    for hook in BATCH_HOOKS:
-        if getattr(type(callback), hook) is getattr(Callback, hook) and hook not in vars(callback):
-            setattr(callback, hook, None)
-    return callback
+    from matplotlib.figure import Figure
+
+    names = sorted({key.split("/", 1)[1] for key in history}, key=lambda n: (n != "loss", n))
+    panels = max(len(names), 1)
+    fig = Figure(figsize=(4.5 * panels, 3.5), layout="tight")
+    for ax, name in zip(fig.subplots(1, panels, squeeze=False)[0], names, strict=False):
+        for stage, style in (("train", "o-"), ("val", "s--")):
+            values = history.get(f"{stage}/{name}", {})
+            epochs = sorted(values)
+            if epochs:
+                ax.plot([e + 1 for e in epochs], [values[e] for e in epochs], style, label=stage)
+        ax.set(title=name, xlabel="epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
 
 
-class ProgressBar(RichProgressBar):
-    """Lightning's rich progress bar, fed every `update_every` training batches.
+def confusion_matrix(counts: torch.Tensor, class_names: list[str]):
+    """Counts of true (rows) against predicted (columns) classes, coloured by each row's share."""
+    from matplotlib.figure import Figure
 
-    The stock bar recomputes every displayed metric after each batch and redraws from a
-    thread `refresh_rate` times a second; with a small net that costs as much as training.
-    """
-
-    def __init__(self, update_every: PositiveInt = 50, refresh_rate: PositiveInt = 2, **kwargs):
-        super().__init__(refresh_rate=refresh_rate, **kwargs)
-        self.update_every = update_every
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        done = batch_idx + 1
-        if done % self.update_every == 0 or done == self.total_train_batches:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-
-class Pruning(Callback):
-    """Report `metric` after each validation epoch to trial number `trial` of the Optuna study
-    `study_name` in `storage`, and stop training when the study's `pruner` (a name, see
-    litlab.studies.make_pruner) says so: the run ends as a finished one, with `pruned` set.
-
-    The storage is the only link to the search, so this works wherever the job runs. A job
-    whose trial has already ended (a run resumed after its search) reports nothing.
-    """
-
-    def __init__(self, storage: str, study_name: str, trial: int, pruner: str, metric: str):
-        self.storage, self.study_name, self.number = storage, study_name, trial
-        self.pruner, self.metric = pruner, metric
-        self.trial = None  # the Optuna trial, while it runs
-        self.pruned = False
-
-    @rank_zero_only
-    def on_fit_start(self, trainer, pl_module) -> None:
-        import optuna
-
-        from litlab.studies import make_pruner, open_storage
-
-        storage = open_storage(self.storage)
-        study = optuna.load_study(
-            study_name=self.study_name,
-            storage=storage,
-            pruner=make_pruner(self.pruner, trainer.max_epochs),
-        )
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(self.study_name), self.number
-        )
-        if storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
-            self.trial = optuna.trial.Trial(study, trial_id)
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        epochs = trainer.current_epoch + 1  # the trial's step: the epochs it has trained
-        value = trainer.callback_metrics.get(self.metric)
-        prune = False
-        if self.trial is not None and value is not None:  # rank 0 speaks to the study
-            self.trial.report(float(value), epochs)
-            prune = self.trial.should_prune()
-        if trainer.strategy.reduce_boolean_decision(prune, all=False):  # every rank stops
-            if trainer.is_global_zero:
-                log.info("pruned by the %s pruner after %d epochs", self.pruner, epochs)
-            self.pruned = trainer.should_stop = True
-
-
-class RandomState(Callback):
-    """Keeps the random number generators in checkpoints, which Lightning does not.
-
-    A run resumed from a checkpoint then shuffles its batches and draws its dropout masks as
-    the uninterrupted run would have: the states are put back when the checkpoint is restored,
-    and Lightning's sanity check in between leaves them alone. Only plain types are stored, so
-    `weights_only` loading accepts them.
-    """
-
-    def state_dict(self) -> dict:
-        version, words, gauss = random.getstate()
-        _, keys, pos, has_gauss, cached = np.random.get_state()
-        state = {
-            "torch": torch.get_rng_state(),
-            "python": [version, list(words), gauss],
-            "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        version, words, gauss = state["python"]
-        random.setstate((version, tuple(words), gauss))
-        keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class TestCoverage(Callback):
-    """Logs how many inputs a test measured, `test/samples`, of the `test/samples_total` its
-    split holds: fewer when `limit_test_batches` or `fast_dev_run` limit the test."""
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        n = len(batch[-1])  # the labels, one per input
-        pl_module.log("test/samples", float(n), reduce_fx="sum", batch_size=n, sync_dist=True)
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        loaders = trainer.test_dataloaders
-        loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
-        total = sum(len(loader.dataset) for loader in loaders)
-        pl_module.log("test/samples_total", float(total), sync_dist=True)
-
-
-def coverage(metrics: dict[str, float]) -> str:
-    """What a test measured, in words, from the metrics `TestCoverage` logged."""
-    samples, total = int(metrics["test/samples"]), int(metrics["test/samples_total"])
-    if samples >= total:
-        return f"on all {total:,} test inputs"
-    return (
-        f"on {samples:,} of {total:,} test inputs, a partial test (trainer.limit_test_batches "
-        "or fast_dev_run); litlab-eval tests them all"
-    )
+    counts = counts.cpu()
+    n = len(counts)
+    share = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+    side = max(4.0, 0.55 * n + 2)
+    fig = Figure(figsize=(side + 1, side), layout="tight")
+    ax = fig.subplots()
+    image = ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                color = "white" if share[i, j] > 0.5 else "black"
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
+    names = [str(name) for name in class_names]
+    ax.set_xticks(range(n), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right")
+    ax.set_yticks(range(n), names)
+    accuracy = counts.diag().sum().item() / max(counts.sum().item(), 1)
+    ax.set(xlabel="predicted", ylabel="true", title=f"test accuracy {accuracy:.4f}")
+    return fig
 
 
 class GenerativePictures(Callback):
@@ -292,7 +188,7 @@ class RunPictures(Callback):
     @rank_zero_only
     def on_train_end(self, trainer, pl_module) -> None:
         self._record(trainer, "train", max(trainer.current_epoch - 1, 0))
-        self._save(trainer, "learning_curves", pictures.learning_curves(self.history))
+        self._save(trainer, "learning_curves", learning_curves(self.history))
 
     def _save(self, trainer, name: str, figure) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
@@ -323,7 +219,7 @@ class RunPictures(Callback):
         """The picture, and the numbers behind it: a row per true class, a column per prediction."""
         names = getattr(trainer.datamodule, "class_names", None) or range(len(self.confusion))
         names = [str(name) for name in names]
-        self._save(trainer, "confusion_matrix", pictures.confusion_matrix(self.confusion, names))
+        self._save(trainer, "confusion_matrix", confusion_matrix(self.confusion, names))
         text = io.StringIO()
         table = csv.writer(text, lineterminator="\n")
         table.writerow(["true \\ predicted", *names])

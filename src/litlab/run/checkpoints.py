@@ -1,15 +1,19 @@
-"""Checkpoints read safely (`weights_only=True`) and written whole or not at all."""
+"""Checkpoints read safely (`weights_only=True`), written whole or not at all, and holding the
+random states a resumed run needs."""
 
+import random
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from litlab.errors import LitlabError, first_line
 from litlab.files import replacing
-from litlab.rundir import reroot
+from litlab.run.directory import reroot
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -61,3 +65,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             stale.unlink(missing_ok=True)
         with replacing(path) as f:
             torch.save(checkpoint, f)
+
+
+class RandomState(Callback):
+    """Keeps the random number generators in checkpoints, which Lightning does not.
+
+    A run resumed from a checkpoint then shuffles its batches and draws its dropout masks as
+    the uninterrupted run would have: the states are put back when the checkpoint is restored,
+    and Lightning's sanity check in between leaves them alone. Only plain types are stored, so
+    `weights_only` loading accepts them.
+    """
+
+    def state_dict(self) -> dict:
+        version, words, gauss = random.getstate()
+        _, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "python": [version, list(words), gauss],
+            "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        version, words, gauss = state["python"]
+        random.setstate((version, tuple(words), gauss))
+        keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

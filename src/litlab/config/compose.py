@@ -6,9 +6,9 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import litlab.resolvers  # noqa: F401  (registers run_id, used by the run directories)
+import litlab.config.resolvers  # noqa: F401  (registers run_id, used by the run directories)
 from litlab import CONFIG_DIR
-from litlab.config_files import check_config_files
+from litlab.config.files import check_config_files
 
 
 def compose(
@@ -18,7 +18,7 @@ def compose(
     `hydra` keeps Hydra's own settings in it too (the sweeper's, the config choices made).
 
     Hydra's global state is set up and torn down inside, so calling this again is safe.
-    A config file Hydra would misread or cannot parse is refused first (litlab.config_files).
+    A config file Hydra would misread or cannot parse is refused first (litlab.config.files).
     """
     check_config_files(overrides)
     with initialize_config_dir(

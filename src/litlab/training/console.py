@@ -11,10 +11,10 @@ import warnings
 from typing import Annotated
 
 import lightning
-from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks import ModelSummary, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
-from litlab.settings import Range
+from litlab.settings import PositiveInt, Range
 
 log = logging.getLogger("litlab")
 
@@ -98,3 +98,20 @@ def header(trainer, pl_module, experiment: str | None = None) -> list[str]:
         f"{run}run {trainer.default_root_dir}",
         f"{model}: {parameters:,} parameters · {device} · precision {trainer.precision}",
     ]
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, fed every `update_every` training batches.
+
+    The stock bar recomputes every displayed metric after each batch and redraws from a
+    thread `refresh_rate` times a second; with a small net that costs as much as training.
+    """
+
+    def __init__(self, update_every: PositiveInt = 50, refresh_rate: PositiveInt = 2, **kwargs):
+        super().__init__(refresh_rate=refresh_rate, **kwargs)
+        self.update_every = update_every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        done = batch_idx + 1
+        if done % self.update_every == 0 or done == self.total_train_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

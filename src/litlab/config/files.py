@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf._utils import get_yaml_loader
 
 from litlab import CONFIG_DIR
-from litlab.config_check import locate, settings_of
+from litlab.config.check import locate, settings_of
 from litlab.errors import LitlabError
 
 GLOBAL_HEADER = "# @package _global_"

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from litlab import settings
 from litlab.errors import LitlabError
+from litlab.moved import MOVED
 from litlab.settings import (
     Count,
     Fraction,
@@ -273,6 +274,9 @@ def _source(module: str) -> tuple[ast.Module, bool] | None:
 def _find_class(target: str, depth: int = 0) -> tuple[ast.ClassDef, ast.Module, str] | None:
     """The class definition `target` names, following the re-exports of packages."""
     module, _, name = target.rpartition(".")
+    if module in MOVED:  # an old name, still accepted: read the class where it is now
+        found = (_find_class(f"{home}.{name}", depth + 1) for home in MOVED[module])
+        return next(filter(None, found), None)
     found = _source(module) if module and depth < 8 else None
     if found is None:
         return None

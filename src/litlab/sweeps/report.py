@@ -3,7 +3,8 @@
 A sweep (`litlab-train -m ...`) writes `<multirun>/<job>/` per job, holding Hydra's
 `.hydra/overrides.yaml` and litlab's `metrics.json`; that is all this reads. When the sweep
 varies `seed`, the jobs that differ only in their seed make one configuration, and the report
-ranks configurations by their mean over seeds, with a 95% confidence interval (`litlab.stats`).
+ranks configurations by their mean over seeds, with a 95% confidence interval
+(`litlab.sweeps.stats`).
 """
 
 import csv
@@ -14,11 +15,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from litlab import objective
 from litlab.errors import LitlabError
 from litlab.files import atomic_write, replacing
-from litlab.rundir import RunDir
-from litlab.stats import Summary, summarize
+from litlab.run import objective
+from litlab.run.directory import RunDir
+from litlab.sweeps.stats import Summary, summarize
 
 SEED = "seed"  # the override that repeats a configuration
 

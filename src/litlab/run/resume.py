@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from litlab.errors import LitlabError
-from litlab.rundir import RunDir
+from litlab.run.directory import RunDir
 
 
 def asked(resume: str | None, ckpt_path: str | None) -> tuple[str | None, str | None]:
@@ -79,7 +79,7 @@ def starting_checkpoint(cfg: DictConfig) -> str | None:
     for a job a scheduler may rerun, starts as configured when there is none yet. A fresh run
     refuses a directory that already holds a run, so nothing is overwritten.
     """
-    resume, given = asked(cfg.get("resume"), cfg.get("ckpt_path"))  # values: litlab.config_check
+    resume, given = asked(cfg.get("resume"), cfg.get("ckpt_path"))  # values: litlab.config.check
     if resume is None and rescheduled():
         resume = "auto_or_fresh"
     run = RunDir.of(cfg)

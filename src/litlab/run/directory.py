@@ -133,7 +133,7 @@ class RunDir:
         atomic_write(self.metrics_file, json.dumps(summary, indent=2) + "\n")
 
     def pruned(self) -> bool:
-        """Whether an Optuna pruner stopped this run early (see litlab.studies)."""
+        """Whether an Optuna pruner stopped this run early (see litlab.sweeps.studies)."""
         return bool(self.summary().get("pruned"))
 
     def write_metrics(

@@ -11,8 +11,8 @@ once: a new trial is asked for as soon as any one ends (`batch_synchronous: true
 whole batch instead, as Hydra's sweepers do). Each trial is told to the study when its job ends.
 
 With a pruner, each job reports its `optimized_metric` to its trial after every epoch through
-the storage (litlab.callbacks.Pruning), and stops early when the pruner says so; its metrics.json
-says `"pruned": true`, and the trial is told as pruned.
+the storage (litlab.sweeps.pruning.Pruning), and stops early when the pruner says so; its
+metrics.json says `"pruned": true`, and the trial is told as pruned.
 
 Optuna is imported only once a search starts: Hydra imports every plugin module at each start.
 """
@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litlab.cli import user_errors
 from litlab.errors import LitlabError
-from litlab.rundir import RunDir
+from litlab.run.directory import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def trial_callback(cfg: DictConfig, hydra_cfg: DictConfig) -> DictConfig:
     with open_dict(cfg):
         cfg.callbacks = cfg.get("callbacks") or {}
         cfg.callbacks.pruning = {
-            "_target_": "litlab.callbacks.Pruning",
+            "_target_": "litlab.sweeps.pruning.Pruning",
             "storage": search.storage,
             "study_name": search.study_name,
             "trial": hydra_cfg.job.num,

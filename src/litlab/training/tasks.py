@@ -13,18 +13,19 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import litlab.resolvers  # noqa: F401  (registers run_id, used by the run directories)
-from litlab import objective
-from litlab.callbacks import RandomState, TestCoverage, coverage, without_idle_batch_hooks
-from litlab.checkpoints import AtomicCheckpointIO, load_checkpoint
-from litlab.config_check import check_config
-from litlab.console import quiet_lightning
+import litlab.config.resolvers  # noqa: F401  (registers run_id, used by the run directories)
+from litlab.config.check import check_config
 from litlab.data.base import run_data_config
 from litlab.errors import LitlabError
-from litlab.loggers import finish_tracking, start_tracking
 from litlab.models import Classifier
-from litlab.resume import resuming, starting_checkpoint
-from litlab.rundir import RunDir
+from litlab.run import objective
+from litlab.run.checkpoints import AtomicCheckpointIO, RandomState, load_checkpoint
+from litlab.run.directory import RunDir
+from litlab.run.resume import resuming, starting_checkpoint
+from litlab.training.console import quiet_lightning
+from litlab.training.coverage import TestCoverage, coverage
+from litlab.training.loggers import finish_tracking, start_tracking
+from litlab.training.speed import without_idle_batch_hooks
 
 log = logging.getLogger(__name__)
 
