@@ -36,7 +36,7 @@ from litlab.kernels.triton_recurrent import (
     gpu_capability,
     interpreting,
 )
-from litlab.models.base import compile_update
+from litlab.speed import compile_update
 
 STEPS = 60
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -18,16 +18,17 @@ from report import EpochTimer, synchronize, timed, train_config, write_section
 
 import litlab
 from litlab.data import InMemoryImages
-from litlab.training.tasks import ask_cuda_without_nvml_where_no_driver
+from litlab.speed import ask_cuda_without_nvml_where_no_driver
 
 NOTES = """\
 *Bare Lightning* is a minimal LightningModule with the same net and optimizer, in Lightning's
 automatic optimization, and no logger, callbacks or metrics: the difference to the plain loop is
 Lightning's loop itself (closure, hooks, fetcher, progress counters), a fixed cost per step that
-a small net's step at batch 32 cannot hide. litlab's models take the optimizer step themselves
-(manual optimization, still through Lightning's optimizer, precision plugin and strategy, so
+a small net's step at batch 32 cannot hide. litlab takes the optimizer step right after a
+model's training step (`litlab.speed.Speed`, the callback every LitModule hands its Trainer:
+manual optimization, still through Lightning's optimizer, precision plugin and strategy, so
 mixed precision and DDP hold), which skips the closure and the hooks around it; only where the
-Trainer clips or accumulates gradients do they fall back to Lightning's own loop. They add each
+Trainer clips or accumulates gradients does it leave the step to Lightning's loop. Models add each
 batch's loss and accuracy to running sums on the device and hand those to torchmetrics once an
 epoch: no torchmetrics update, `self.log` or host sync per step. litlab keeps its checkpointing,
 early stopping, run pictures, random-state callback, CSV logger and a progress bar fed every 50

@@ -23,10 +23,10 @@ from litlab.inference.export import exportable
 from litlab.kernels import MaxPool2d
 from litlab.kernels.recurrent import CELLS, compiled_chunk
 from litlab.models import Classifier
-from litlab.models.base import compile_update
 from litlab.nets import MLP, ConvDecoder, ConvEncoder, RecurrentClassifier, SeedCNN
 from litlab.nets.recurrent import run_padded
 from litlab.run.checkpoints import load_checkpoint
+from litlab.speed import compile_update
 from litlab.training.tasks import load_model
 
 CHUNK = 4  # short chunks compile fast
@@ -236,7 +236,8 @@ def test_a_compiled_run_checkpoint_loads_into_eager_and_back(tmp_path, mnist):
 def test_compiling_compiles_the_optimizer_update_unless_it_is_fused(compile, fused, compiled):
     optimizer = partial(torch.optim.Adam, lr=0.1, fused=fused)
     model = Classifier(net=MLP(hidden=(8,)), optimizer=optimizer, compile=compile)
-    assert model.compiles_update() is compiled
+    assert model.speed.compiles_update(model) is compiled
+    model.speed.setup(L.Trainer(logger=False), model, "fit")
     assert isinstance(model.configure_optimizers().param_groups[0]["lr"], torch.Tensor) is compiled
 
 

@@ -16,11 +16,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import litlab
 from litlab.models import Classifier
-from litlab.nets import MLP
+from litlab.nets import MLP, SeedCNN
+from litlab.speed import ask_cuda_without_nvml_where_no_driver, without_idle_batch_hooks
 from litlab.training.console import ProgressBar
 from litlab.training.pictures import RunPictures
-from litlab.training.speed import without_idle_batch_hooks
-from litlab.training.tasks import ask_cuda_without_nvml_where_no_driver, build_trainer
+from litlab.training.tasks import build_trainer
 
 
 def data(n: int = 96, seed: int = 0) -> TensorDataset:
@@ -62,6 +62,28 @@ def test_gradient_accumulation_takes_one_step_per_group_of_batches(tmp_path):
 def test_bf16_autocast_trains_through_the_models_own_step(tmp_path):
     model, trainer = fit(tmp_path, epochs=1, precision="bf16-mixed")
     assert not model.automatic_optimization and trainer.global_step == 3
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_speed_is_applied_to_a_model_from_outside_by_any_trainer(tmp_path, clip):
+    """A LitModule holds its step, loss and metrics; `model.channels_last` and the step are done
+    by the Speed callback it hands a bare Trainer, which also lets bf16 clip a fused Adam."""
+    torch.manual_seed(0)
+    model = Classifier(
+        net=SeedCNN(), optimizer=partial(torch.optim.Adam, lr=1e-3, fused=True), channels_last=True
+    )
+
+    def conv():  # the second convolution's weight: 32 channels in, a format to tell apart
+        return [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)][1].weight
+
+    assert not conv().is_contiguous(memory_format=torch.channels_last)
+    trainer = quiet_trainer(
+        max_epochs=1, default_root_dir=tmp_path, precision="bf16-mixed", gradient_clip_val=clip
+    )
+    trainer.fit(model, DataLoader(data(), batch_size=32))
+    assert conv().is_contiguous(memory_format=torch.channels_last)
+    assert model.automatic_optimization is (clip is not None) and trainer.global_step == 3
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
 
 

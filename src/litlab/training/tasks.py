@@ -1,9 +1,7 @@
 """What the entry points do, as plain functions of a composed config (for notebooks, tests)."""
 
 import copy
-import ctypes
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +20,10 @@ from litlab.run import objective
 from litlab.run.checkpoints import AtomicCheckpointIO, RandomState, load_checkpoint
 from litlab.run.directory import RunDir
 from litlab.run.resume import resuming, starting_checkpoint
+from litlab.speed import ask_cuda_without_nvml_where_no_driver, without_idle_batch_hooks
 from litlab.training.console import quiet_lightning
 from litlab.training.coverage import TestCoverage, coverage
 from litlab.training.loggers import finish_tracking, start_tracking
-from litlab.training.speed import without_idle_batch_hooks
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +38,6 @@ def check_device(cfg: DictConfig) -> None:
             f"trainer.accelerator={cfg.trainer.accelerator} but torch sees no CUDA GPU here; "
             "train on the CPU with trainer=cpu (speed=cpu for its fastest settings)"
         )
-
-
-def ask_cuda_without_nvml_where_no_driver() -> None:
-    """Lightning makes torch ask NVML whether a GPU is here, so that asking does not start CUDA
-    in a process that forks later. Where no NVIDIA driver is installed, NVML fails to load and
-    torch tries again at every optimizer step (about 30 us each, a few percent of a small net's
-    step on a CPU). Without a driver there is no CUDA to start, so the direct check is as safe."""
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
-        return
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
 
 def check_monitor(cfg: DictConfig, model: L.LightningModule) -> None:
