@@ -231,7 +231,12 @@ def test_a_value_from_an_interpolation_is_checked_where_it_points_to(tmp_path):
         check_config(compose(tmp_path, "data.num_classes=0"))  # model.net.num_classes follows
 
 
-def test_a_user_s_own_class_takes_its_own_settings(tmp_path):
+def test_a_user_s_own_class_takes_its_own_settings(tmp_path, monkeypatch):
+    (tmp_path / "mypackage.py").write_text(
+        "class Open:\n    def __init__(self, **settings):\n        pass\n"
+        "Wide = Callback = Net = Open\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
     cfg = compose(tmp_path, "model=mlp", "model.net._target_=mypackage.Wide", "+model.net.width=9")
     check_config(cfg)  # its settings are its own business
     cfg = compose(tmp_path, "+callbacks.mine._target_=mypackage.Callback", "+callbacks.mine.x=1")

@@ -332,7 +332,7 @@ def test_predict_and_export_need_the_runs_fitted_parts_and_the_contract(tmp_path
     from litlab.data.base import trained_data
 
     config = OmegaConf.create(
-        {"_target_": "litlab.data.ImageFolderDataModule", "root": "x", "num_classes": 2}
+        {"_target_": "litlab.data.ImageFolderDataModule", "root": "x", "num_classes": 2, "seed": 0}
     )
     config.save_dir = str(tmp_path)
     with pytest.raises(LitlabError, match="no image_folder.json in"):

@@ -15,7 +15,8 @@ from conftest import ROOT, cli_command, need_data
 from test_startup import error_line, imports_of, tree
 
 import litlab
-from litlab.config.files import check_config_files, check_folder, check_targets, global_groups
+from litlab.config.check import check_config
+from litlab.config.files import check_config_files, check_folder, global_groups
 from litlab.data import MNISTDataModule
 from litlab.errors import LitlabError
 
@@ -129,9 +130,9 @@ def test_litlab_s_own_configs_are_held_to_the_same_header_rule(tmp_path):
 def test_the_classes_litlab_s_own_experiments_name_are_all_found():
     for experiment in sorted((litlab.CONFIG_DIR / "experiment").glob("*.yaml")):
         cfg = litlab.compose("train", [f"experiment={experiment.stem}", "paths.output_dir=x"])
-        check_targets(cfg)
+        check_config(cfg)
     with pytest.raises(LitlabError, match=r"defines no Mlp; did you mean litlab.nets.MLP\?"):
-        check_targets(litlab.compose("train", ["model=mlp", "model.net._target_=litlab.nets.Mlp"]))
+        check_config(litlab.compose("train", ["model=mlp", "model.net._target_=litlab.nets.Mlp"]))
 
 
 def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):

@@ -79,3 +79,11 @@ def input_list(inputs) -> list[str]:
                 "put the images or texts in it, or name the files"
             )
     return items
+
+
+def shown(path: Path) -> str:
+    """`path` as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

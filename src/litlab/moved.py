@@ -46,6 +46,8 @@ MOVED: dict[str, tuple[str, ...]] = {
 
 class _Alias(types.ModuleType):
     def __getattr__(self, name: str):
+        if name.startswith("__"):  # a module's own attributes, which tools look up on any module
+            raise AttributeError(name)
         for home in MOVED[self.__name__]:
             module = importlib.import_module(home)
             if hasattr(module, name):

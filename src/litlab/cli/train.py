@@ -28,7 +28,6 @@ from litlab.cli import (
 )
 from litlab.config.check import check_config
 from litlab.config.compose import without_hydra
-from litlab.config.files import check_targets
 from litlab.errors import LitlabError
 from litlab.run.resume import asked, resumed_config, resuming, starting_checkpoint
 from litlab.sweeps.studies import trial_callback
@@ -104,8 +103,7 @@ def check_sweep(argv: list[str]) -> None:
                 f"cannot sweep {key}: the config has no such key; check its spelling "
                 f"(litlab-train --cfg job shows the config), or add one with +{key}=..."
             )
-    check_config(without_hydra(cfg))
-    check_targets(cfg, overrides_of(args))
+    check_config(without_hydra(cfg), overrides_of(args))
 
 
 def check_run(argv: list[str]) -> Path | None:
@@ -120,8 +118,7 @@ def check_run(argv: list[str]) -> Path | None:
     check_resume_command(argv)
     choices = cfg.hydra.runtime.choices
     cfg = job_config(without_hydra(cfg), args.overrides, choices)
-    check_config(cfg)  # for a resumed run, its own config with the values given now
-    check_targets(cfg, overrides_of(args))
+    check_config(cfg, overrides_of(args))  # a resumed run's own, with the values given now
     starting_checkpoint(cfg)  # resuming needs a run; a fresh run may not overwrite one
     return Path(cfg.paths.output_dir).resolve()
 

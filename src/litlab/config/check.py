@@ -13,6 +13,7 @@ checked once, at the data. No torch here.
 import ast
 import builtins
 import collections.abc
+import difflib
 import importlib.util
 import types
 import typing
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from litlab import settings
 from litlab.errors import LitlabError
+from litlab.files import shown
 from litlab.moved import MOVED
 from litlab.settings import (
     Count,
@@ -357,12 +359,90 @@ def _read_class(cls: ast.ClassDef, tree: ast.Module, module: str) -> Settings | 
     return Settings({**base.hints, **own.hints}, closed=base.closed)
 
 
+def _bound_names(body: list[ast.stmt]) -> set[str] | None:
+    """The names a module's top level binds, or None where it cannot be told without running
+    it (a star import, a module `__getattr__`)."""
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            if node.name == "__getattr__":
+                return None
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            if any(alias.name == "*" for alias in node.names):
+                return None
+            names |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        else:  # if/try/with/for blocks at the top level bind names too
+            blocks = [getattr(node, key, []) for key in ("body", "orelse", "finalbody")]
+            blocks += [handler.body for handler in getattr(node, "handlers", [])]
+            for block in blocks:
+                inner = _bound_names(block) if isinstance(block, list) else set()
+                if inner is None:
+                    return None
+                names |= inner
+    return names
+
+
+def _missing_part(target: str) -> tuple[str, str] | None:
+    """Without importing anything: (what is missing, the fix) where `target` names no module
+    or no class that its module's source defines; None where it exists or cannot be told."""
+    parts = target.split(".")
+    if locate(parts[0]) is None:
+        return (
+            f"there is no module {parts[0]}",
+            f"modules are found in the working directory ({Path.cwd()}) and the installed "
+            f"packages: run litlab from the folder holding {parts[0]}.py, or install it",
+        )
+    for depth, part in enumerate(parts[1:], 1):
+        if locate(".".join(parts[: depth + 1])) is not None:
+            continue  # a module or package: go on below it
+        origin = locate(".".join(parts[:depth]))[0]
+        if origin is None:
+            return None
+        source = origin.read_bytes()
+        if b"globals()" in source or b"exec(" in source:
+            return None  # names bound at run time
+        try:
+            names = _bound_names(ast.parse(source).body)
+        except (SyntaxError, ValueError):
+            return None  # importing it will say what is wrong
+        if names is None or part in names:
+            return None
+        lower = {name.lower(): name for name in sorted(names)}  # Mlp: MLP
+        near = [lower[n] for n in difflib.get_close_matches(part.lower(), lower, n=1)]
+        hint = (
+            f"did you mean {'.'.join([*parts[:depth], near[0]])}?" if near else "check its spelling"
+        )
+        return f"{shown(origin)} defines no {part}", hint
+    return None
+
+
 # --- the check -------------------------------------------------------------------------------
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Refuse the first value of `cfg` (a composed train config) that does not fit its setting."""
-    _check_mapping(cfg, get_type_hints(TrainConfig, include_extras=True), "", closed=False)
+class _NoSuchClass(Exception):
+    """A `_target_` naming a module or class that is not there, found inside the walk."""
+
+    def __init__(self, key: str, target: str, what: str, fix: str):
+        self.key, self.target, self.what, self.fix = key, target, what, fix
+
+
+def check_config(cfg: DictConfig, overrides: collections.abc.Sequence[str] = ()) -> None:
+    """Refuse the first value of `cfg` (a composed train config) that does not fit its setting,
+    or the first `_target_` naming a class that is not there, with the config file naming it
+    (searched in the config folders `overrides` add)."""
+    try:
+        _check_mapping(cfg, get_type_hints(TrainConfig, include_extras=True), "", closed=False)
+    except _NoSuchClass as missing:
+        from litlab.config.files import named_in, search_folders  # they read this module
+
+        where = named_in(missing.target, search_folders(overrides))
+        raise LitlabError(
+            f"{missing.key}={missing.target} ({where}): {missing.what}; {missing.fix}"
+        ) from None
 
 
 def _check_mapping(node: DictConfig, hints: dict, prefix: str, closed: bool) -> None:
@@ -398,6 +478,9 @@ def _walk(value, where: str) -> None:
         named = "_target_" in value and not OmegaConf.is_interpolation(value, "_target_")
         target = value["_target_"] if named else None
         found = settings_of(target) if isinstance(target, str) else None
+        missing = _missing_part(target) if isinstance(target, str) and not found else None
+        if missing is not None:
+            raise _NoSuchClass(f"{where}._target_", target, *missing)
         hints, closed = (found.hints, found.closed) if found else ({}, False)
         _check_mapping(value, hints, f"{where}.", closed)
 

@@ -12,8 +12,6 @@ debug, ...) set values across the whole config: a user's file in them needs that
 Importing this module is cheap (no torch): every command line is checked with it first.
 """
 
-import ast
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -21,25 +19,16 @@ from pathlib import Path
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf._utils import get_yaml_loader
 
 from litlab import CONFIG_DIR
-from litlab.config.check import locate, settings_of
 from litlab.errors import LitlabError
+from litlab.files import shown
 
 GLOBAL_HEADER = "# @package _global_"
 _HEADER = re.compile(r"^\s*#\s*@package\b")
 _GLOBAL = re.compile(r"^\s*#\s*@package\s+_global_(\.\S+)?\s*$")  # or below it: _global_.model
 _DIRECTIVE = re.compile(r"^\s*#\s*@")  # what Hydra reads as a header line
-
-
-def shown(path: Path) -> str:
-    """`path` as the user would type it: relative to the working directory when inside it."""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def header_problem(path: Path, lines: Sequence[str], global_group: bool) -> str | None:
@@ -132,68 +121,7 @@ def check_config_files(overrides: Sequence[str]) -> None:
 # --- the classes the configs name ----------------------------------------------------------
 
 
-def _bound_names(body: list[ast.stmt]) -> set[str] | None:
-    """The names a module's top level binds, or None where it cannot be told without running
-    it (a star import, a module `__getattr__`)."""
-    names: set[str] = set()
-    for node in body:
-        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            if node.name == "__getattr__":
-                return None
-            names.add(node.name)
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            if any(alias.name == "*" for alias in node.names):
-                return None
-            names |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-        else:  # if/try/with/for blocks at the top level bind names too
-            blocks = [getattr(node, key, []) for key in ("body", "orelse", "finalbody")]
-            blocks += [handler.body for handler in getattr(node, "handlers", [])]
-            for block in blocks:
-                inner = _bound_names(block) if isinstance(block, list) else set()
-                if inner is None:
-                    return None
-                names |= inner
-    return names
-
-
-def _missing_part(target: str) -> tuple[str, str] | None:
-    """Without importing anything: (what is missing, the fix) where `target` names no module
-    or no class that its module's source defines; None where it exists or cannot be told."""
-    parts = target.split(".")
-    if locate(parts[0]) is None:
-        return (
-            f"there is no module {parts[0]}",
-            f"modules are found in the working directory ({Path.cwd()}) and the installed "
-            f"packages: run litlab from the folder holding {parts[0]}.py, or install it",
-        )
-    for depth, part in enumerate(parts[1:], 1):
-        if locate(".".join(parts[: depth + 1])) is not None:
-            continue  # a module or package: go on below it
-        origin = locate(".".join(parts[:depth]))[0]
-        if origin is None:
-            return None
-        source = origin.read_bytes()
-        if b"globals()" in source or b"exec(" in source:
-            return None  # names bound at run time
-        try:
-            names = _bound_names(ast.parse(source).body)
-        except (SyntaxError, ValueError):
-            return None  # importing it will say what is wrong
-        if names is None or part in names:
-            return None
-        lower = {name.lower(): name for name in sorted(names)}  # Mlp: MLP
-        near = [lower[n] for n in difflib.get_close_matches(part.lower(), lower, n=1)]
-        hint = (
-            f"did you mean {'.'.join([*parts[:depth], near[0]])}?" if near else "check its spelling"
-        )
-        return f"{shown(origin)} defines no {part}", hint
-    return None
-
-
-def _named_in(target: str, folders: Sequence[Path]) -> str:
+def named_in(target: str, folders: Sequence[Path]) -> str:
     """The config file (and line) that names `target`, else the command line."""
     pattern = re.compile(rf"^\s*_target_:\s*['\"]?{re.escape(target)}['\"]?\s*(#.*)?$")
     for folder in [*folders, CONFIG_DIR]:
@@ -202,34 +130,3 @@ def _named_in(target: str, folders: Sequence[Path]) -> str:
                 if pattern.match(line):
                     return f"{shown(path)}:{number}"
     return "the command line"
-
-
-def _targets(node, where: str = "") -> Iterable[tuple[str, str]]:
-    """(key, class) for each `_target_` in a config, interpolations aside."""
-    if isinstance(node, DictConfig):
-        for key in node:
-            if OmegaConf.is_interpolation(node, str(key)):
-                continue
-            value, at = node[key], f"{where}{key}"
-            if key == "_target_" and isinstance(value, str):
-                yield at, value
-            else:
-                yield from _targets(value, f"{at}.")
-    elif isinstance(node, ListConfig):
-        for i in range(len(node)):
-            if not OmegaConf.is_interpolation(node, i):
-                yield from _targets(node[i], f"{where.rstrip('.')}[{i}].")
-
-
-def check_targets(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
-    """Refuse a `_target_` that names a module or class that is not there, naming the config
-    file that names it, before anything is imported (the classes litlab's configs name are
-    known good)."""
-    for key, target in _targets(cfg):
-        if settings_of(target) is not None:
-            continue  # a class whose settings were read: it is there
-        missing = _missing_part(target)
-        if missing is not None:
-            what, fix = missing
-            where = _named_in(target, search_folders(overrides))
-            raise LitlabError(f"{key}={target} ({where}): {what}; {fix}")
