@@ -3,6 +3,7 @@ import inspect
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
@@ -265,3 +266,8 @@ def test_a_moved_class_keeps_its_old_path_for_a_release(tmp_path):
         )
     with pytest.warns(FutureWarning, match="litlab.tasks.load_run is now litlab.training.tasks"):
         from litlab.tasks import load_run  # noqa: F401  (a notebook's old import)
+    import litlab.callbacks as old_module
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # what tools ask of every module warns of nothing
+        assert getattr(old_module, "__file__", None) is None

@@ -1,8 +1,7 @@
 """The config files themselves, checked before Hydra composes them: what Hydra would read
 differently from what their author wrote, and YAML it cannot parse, each refused with one line
-naming the file and line. Then the classes a composed config names (`_target_`), found from
-the sources without importing them: a module or class that is not there is one line naming the
-config file that names it.
+naming the file and line; and which file names a class (`named_in`), for the config check's
+line about a `_target_` that is not there.
 
 Hydra reads a `# @package` header only among a file's first lines; after any other line it is a
 plain comment, and the file's values land under its group's key (`experiment.model...`) where
