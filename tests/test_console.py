@@ -4,7 +4,16 @@ import re
 
 from conftest import DATA_DIR, need_data, run_cli
 
-NOISE = ("TPU available", "GPU available", "Tip:", "LeafSpec", "FLOPs", "srun", "Seed set")
+NOISE = (
+    "TPU available",
+    "GPU available",
+    "Tip:",
+    "LeafSpec",
+    "FLOPs",
+    "srun",
+    "Seed set",
+    "override",
+)
 
 
 def test_a_run_prints_its_header_then_its_results_each_line_once(tmp_path):

@@ -129,6 +129,9 @@ class LitModule(L.LightningModule):
         self.log_epoch("test")
 
     def configure_callbacks(self):
+        trainer = self._trainer
+        if trainer is not None and self.speed in trainer.callbacks:  # its test after its fit
+            return []
         return [without_idle_batch_hooks(self.speed)]
 
     def configure_optimizers(self):
