@@ -161,6 +161,11 @@ def test_a_project_s_own_configs_are_checked_before_torch_too(tmp_path):
     conf = tmp_path / "conf"
     (conf / "model").mkdir(parents=True)
     (conf / "model" / "tiny_cnn.yaml").write_text(PROJECT_MODEL)
+    (tmp_path / "my_nets.py").write_text(  # read for its settings, never imported here
+        "from torch import nn\n\n\nclass TinyCNN(nn.Module):\n"
+        "    def __init__(self, input_shape, num_classes, width: int = 8):\n"
+        "        super().__init__()\n"
+    )
     shown, imported = imports_of(
         "--config-dir=conf", "model=tiny_cnn", "--cfg", "job", cwd=tmp_path
     )
@@ -173,7 +178,7 @@ def test_a_project_s_own_configs_are_checked_before_torch_too(tmp_path):
     ]:
         result, imported = imports_of("--config-dir=conf", *args, cwd=tmp_path)
         assert message in error_line(result) and imported == []
-    assert [p.name for p in tmp_path.iterdir()] == ["conf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf", "my_nets.py"]
 
 
 def test_a_run_refused_once_hydra_made_its_directory_leaves_no_folder(tmp_path):
