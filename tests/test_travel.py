@@ -60,6 +60,19 @@ def run_inside(root: Path, allowed: list[Path], tool: str, *args: str, cwd: Path
     return result
 
 
+def resume_inside(root: Path, run: Path, cwd: Path):
+    """Resume `run` for a second epoch, writing nothing below `root` outside the run."""
+    return run_inside(
+        root,
+        [run],
+        "litlab-train",
+        "resume=auto",
+        f"hydra.run.dir={run}",
+        "trainer.max_epochs=2",
+        cwd=cwd,
+    )
+
+
 def error_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
@@ -73,15 +86,7 @@ def test_a_copied_run_resumes_in_the_copy_and_the_original_keeps_every_byte(tmp_
     shutil.copytree(original, copy)
     kept = files(original)
 
-    resumed = run_inside(
-        tmp_path,
-        [copy],
-        "litlab-train",
-        "resume=auto",
-        f"hydra.run.dir={copy}",
-        "trainer.max_epochs=2",
-        cwd=tmp_path,
-    )
+    resumed = resume_inside(tmp_path, copy, cwd=tmp_path)
     assert files(original) == kept  # every byte, and not even rewritten
     assert read_metrics(copy) == read_metrics(tmp_path / "w")  # bitwise
     assert "dirpath has changed" not in resumed.stdout + resumed.stderr  # the best so far goes on
@@ -132,15 +137,7 @@ def test_a_moved_run_evaluates_predicts_exports_and_resumes_where_it_now_is(tmp_
     metadata = json.loads((artifact / "metadata.json").read_text())
     assert metadata["run_dir"] == str(run) and (artifact / "model.pt").is_file()
 
-    run_inside(
-        tmp_path,
-        [run],
-        "litlab-train",
-        "resume=auto",
-        f"hydra.run.dir={run}",
-        "trainer.max_epochs=2",
-        cwd=home,
-    )
+    resume_inside(tmp_path, run, cwd=home)
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1
     assert not trained.exists()  # nothing followed the recorded paths to where it was trained
 
@@ -156,15 +153,7 @@ def test_a_moved_text_run_resumes_and_predicts_with_its_own_tokenizer(tmp_path):
     shutil.move(trained, run)
     tokenizer = files(run)["tokenizer.json"]
 
-    run_inside(
-        tmp_path,
-        [run],
-        "litlab-train",
-        "resume=auto",
-        f"hydra.run.dir={run}",
-        "trainer.max_epochs=2",
-        cwd=tmp_path,
-    )
+    resume_inside(tmp_path, run, cwd=tmp_path)
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1
     assert files(run)["tokenizer.json"] == tokenizer  # read where the run is, not fitted anew
     lines = tmp_path / "headlines.txt"
