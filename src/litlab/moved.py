@@ -30,7 +30,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "litlab.stats": ("litlab.sweeps.stats",),
     "litlab.predict": ("litlab.inference.predict",),
     "litlab.export": ("litlab.inference.export",),
-    "litlab.tasks": ("litlab.training.tasks",),
+    "litlab.tasks": ("litlab.speed", "litlab.training.tasks"),
     "litlab.loggers": ("litlab.training.loggers",),
     "litlab.console": ("litlab.training.console",),
     "litlab.pictures": ("litlab.training.pictures",),
@@ -40,6 +40,7 @@ MOVED: dict[str, tuple[str, ...]] = {
         "litlab.training.coverage",
         "litlab.run.checkpoints",
         "litlab.sweeps.pruning",
+        "litlab.speed",
     ),
 }
 

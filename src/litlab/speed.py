@@ -183,6 +183,7 @@ class Speed(Callback):
             plugin.clip_gradients = partial(Precision.clip_gradients, plugin)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self.compiles_update(pl_module):  # an eager run's checkpoint restored float rates
+        # A compiled update reads tensor rates; an eager run's checkpoint restored floats.
+        if getattr(pl_module.optimizer_factory, "compiled", False):
             for optimizer in trainer.optimizers:
                 tensor_learning_rates(optimizer)
