@@ -3,7 +3,6 @@ import inspect
 import re
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
@@ -14,10 +13,9 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from omegaconf import OmegaConf
 
 import litlab
-from litlab import CONFIG_DIR, settings
-from litlab.config.check import check_config, settings_of
+from litlab import CONFIG_DIR, objective, settings
+from litlab.config.check import THEIRS, _misfit, check_config, settings_of
 from litlab.errors import LitlabError
-from litlab.run import objective
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 DEBUGS = sorted(p.stem for p in (CONFIG_DIR / "debug").glob("*.yaml"))
@@ -154,6 +152,26 @@ def test_the_settings_read_from_source_are_the_imported_class_s_signature(target
                     assert read.hints[key] == hint or read.hints[key] is Any, (klass, key)
 
 
+# Settings of theirs that litlab's own code reads, not the class.
+LITLABS_OWN = {"interval"}  # a scheduler's: when litlab.models.base steps it
+
+
+@pytest.mark.parametrize("target", sorted(THEIRS))
+def test_the_settings_declared_for_torch_and_lightning_are_their_real_signatures(target):
+    module, name = target.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    parameters = inspect.signature(cls.__init__).parameters
+    declared = get_type_hints(THEIRS[target], include_extras=True)
+    named = set(declared) - LITLABS_OWN
+    passed_on = any(p.kind is p.VAR_KEYWORD for p in parameters.values())  # wandb.init's
+    assert named <= set(parameters) or passed_on, (target, named - set(parameters))
+    for key in named & set(parameters):  # the class's own default is a value it takes
+        default = parameters[key].default
+        if default is not inspect.Parameter.empty and isinstance(default, int | float | str):
+            value = OmegaConf.create({key: default})[key]
+            assert _misfit(value, declared[key]) is None, (target, key, default)
+
+
 def test_a_choice_list_is_stated_once_and_the_code_s_tables_follow_it():
     from litlab.data.mnist import DATASETS
     from litlab.kernels.recurrent import CELLS
@@ -244,30 +262,3 @@ def test_a_user_s_own_class_takes_its_own_settings(tmp_path, monkeypatch):
     check_config(cfg)
     with pytest.raises(LitlabError, match="model.optimizer.lr=0 must be"):  # ours still checked
         check_config(compose(tmp_path, "model.net._target_=mypackage.Net", "model.optimizer.lr=0"))
-
-
-def test_a_moved_class_keeps_its_old_path_for_a_release(tmp_path):
-    from litlab.training.pictures import RunPictures
-
-    old = "litlab.callbacks.RunPictures"
-    cfg = compose(tmp_path, f"callbacks.run_pictures._target_={old}")
-    check_config(cfg)  # read where the class is now
-    with pytest.warns(FutureWarning, match=f"{old} is now litlab.training.pictures.RunPictures"):
-        assert type(instantiate(cfg.callbacks.run_pictures)) is RunPictures
-    with pytest.raises(
-        LitlabError, match=f"callbacks.run_pictures.every is not a setting of {old}"
-    ):
-        check_config(
-            compose(
-                tmp_path,
-                f"callbacks.run_pictures._target_={old}",
-                "+callbacks.run_pictures.every=2",
-            )
-        )
-    with pytest.warns(FutureWarning, match="litlab.tasks.load_run is now litlab.training.tasks"):
-        from litlab.tasks import load_run  # noqa: F401  (a notebook's old import)
-    import litlab.callbacks as old_module
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # what tools ask of every module warns of nothing
-        assert getattr(old_module, "__file__", None) is None

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import litlab
 from litlab.config.resolvers import fastest_cpu_precision
 from litlab.inference.export import exportable
+from litlab.inference.runs import load_model
 from litlab.kernels import MaxPool2d
 from litlab.kernels.recurrent import CELLS, compiled_chunk
 from litlab.models import Classifier
@@ -27,7 +28,6 @@ from litlab.nets import MLP, ConvDecoder, ConvEncoder, RecurrentClassifier, Seed
 from litlab.nets.recurrent import run_padded
 from litlab.run.checkpoints import load_checkpoint
 from litlab.speed import compile_update
-from litlab.training.tasks import load_model
 
 CHUNK = 4  # short chunks compile fast
 NO_GPU = "no CUDA GPU here; bash benchmarks/gpu.sh --all runs the GPU cases on one"

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, ROOT
+from conftest import DATA_DIR, ROOT, run_cli
 
 nbclient = pytest.importorskip("nbclient", reason="pip install 'litlab[notebooks]'")
 nbformat = pytest.importorskip("nbformat", reason="pip install 'litlab[notebooks]'")
@@ -44,3 +44,80 @@ def test_notebook_runs(path: Path, tmp_path, monkeypatch):
     assert runs, "the notebook trained nothing under LITLAB_ROOT"
     if path.stem == "01_quickstart":  # the real MNIST, as the notebook says
         assert json.loads(runs[-1].read_text())["metrics"]["test/acc"] >= 0.95
+
+
+# A notebook's own classes: a net, a callback and a data module defined in its cells.
+OWN_CLASSES = [
+    """\
+import lightning.pytorch as L
+from torch import nn
+
+import litlab
+from litlab.data import MNISTDataModule
+
+
+class NbNet(nn.Sequential):
+    def __init__(self, input_shape, num_classes, width: int = 32):
+        pixels = input_shape[0] * input_shape[1] * input_shape[2]
+        super().__init__(
+            nn.Flatten(), nn.Linear(pixels, width), nn.ReLU(), nn.Linear(width, num_classes)
+        )
+
+
+EPOCHS_SEEN = []
+
+
+class EpochsSeen(L.Callback):
+    def on_train_epoch_end(self, trainer, module):
+        EPOCHS_SEEN.append(trainer.current_epoch)
+
+
+class FewLabels(MNISTDataModule):
+    def __init__(self, *, keep: int = 2000, **settings):
+        super().__init__(**settings | {"labelled": keep})
+""",
+    """\
+overrides = [
+    "model=classifier",
+    "+model.net._target_=__main__.NbNet",
+    "+model.net.input_shape=${data.input_shape}",
+    "+model.net.num_classes=${data.num_classes}",
+    "+model.net.width=24",
+    "+callbacks.seen._target_=__main__.EpochsSeen",
+    "data._target_=__main__.FewLabels",
+    "+data.keep=3000",
+    "trainer.max_epochs=1",
+]
+try:  # checked against the live class: a misspelt setting is one line
+    litlab.train(litlab.compose("train", [*overrides, "+model.net.widht=3"]))
+except litlab.LitlabError as err:
+    print("refused:", err)
+run = litlab.train(litlab.compose("train", overrides))
+print("trained:", run.run_dir, run["test/acc"])
+assert EPOCHS_SEEN == [0]
+""",
+]
+
+
+def test_a_notebook_trains_the_classes_it_defines(tmp_path, monkeypatch, mnist):
+    (tmp_path / "data").symlink_to(DATA_DIR)
+    monkeypatch.setenv("LITLAB_ROOT", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in OWN_CLASSES])
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    )
+    client.execute()
+    printed = "".join(o.get("text", "") for o in notebook.cells[1].outputs)
+    refused = next(line for line in printed.splitlines() if line.startswith("refused:"))
+    assert "model.net.widht is not a setting of __main__.NbNet" in refused
+    assert "(it takes input_shape, num_classes, width)" in refused
+    trained = next(line for line in printed.splitlines() if line.startswith("trained:"))
+    run_dir, accuracy = trained.split()[1:]
+    assert float(accuracy) > 0.5  # 3,000 labels, one epoch: a net that learns nothing gets 0.1
+
+    # Another process knows nothing of the notebook's classes: one line says where they were.
+    resumed = run_cli("litlab-train", "resume=auto", f"hydra.run.dir={run_dir}")
+    lines = resumed.stderr.strip().splitlines()
+    assert resumed.returncode == 2 and len(lines) == 1, resumed.stderr[-2000:]
+    assert "__main__.NbNet" in lines[0] and "defined in the notebook or script" in lines[0]

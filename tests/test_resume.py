@@ -18,7 +18,8 @@ from litlab.cli.train import check_resume_command
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
 from litlab.run.checkpoints import AtomicCheckpointIO, RandomState, load_checkpoint
-from litlab.run.resume import resumed_config, starting_checkpoint
+from litlab.run.plan import plan_run
+from litlab.run.resume import resumed_config, starting_point
 from litlab.training.loggers import CSVLogger
 from litlab.training.tasks import build_trainer
 
@@ -188,7 +189,7 @@ def test_resume_auto_or_fresh_starts_fresh_where_there_is_no_checkpoint(tmp_path
         litlab.train(cfg)
     cfg.resume = "auto_or_fresh"
     assert litlab.train(cfg)["test/acc"] > 0.5
-    assert starting_checkpoint(cfg) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert plan_run(cfg).checkpoint == str(tmp_path / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.parametrize(
@@ -201,7 +202,7 @@ def test_resume_auto_or_fresh_starts_fresh_where_there_is_no_checkpoint(tmp_path
 )
 def test_resume_needs_the_directory_of_a_run(argv, message):
     with pytest.raises(LitlabError, match=message):
-        check_resume_command(["litlab-train", *argv])
+        check_resume_command(argv)
 
 
 def test_a_fresh_run_refuses_a_directory_that_holds_a_run(tmp_path):
@@ -212,15 +213,15 @@ def test_a_fresh_run_refuses_a_directory_that_holds_a_run(tmp_path):
         litlab.train(cfg)
     assert last.read_bytes() == b"an earlier run"
     cfg.ckpt_path = "last"  # the same as resume=auto
-    assert starting_checkpoint(cfg) == str(last)
+    assert starting_point(cfg) == ("auto", str(last))
 
 
 def test_a_job_its_scheduler_reruns_resumes_by_itself(tmp_path, monkeypatch):
     cfg = compose(tmp_path, "experiment=mlp_relu")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
-    assert starting_checkpoint(cfg) is None  # preempted before its first checkpoint
+    assert starting_point(cfg) == ("auto_or_fresh", None)  # preempted before a checkpoint
     atomic_write(tmp_path / "checkpoints" / "last.ckpt", b"")
-    assert starting_checkpoint(cfg) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert starting_point(cfg) == ("auto_or_fresh", str(tmp_path / "checkpoints" / "last.ckpt"))
 
 
 def test_a_resumed_run_keeps_its_config_and_takes_new_values(tmp_path):

@@ -236,3 +236,49 @@ def test_everything_on_by_default_still_is(tmp_path):
     }
     assert cfg.callbacks.model_checkpoint.save_last and list(cfg.logger) == ["csv"]
     assert (cfg.train, cfg.test, cfg.trainer.max_epochs) == (True, True, 5)
+
+
+# Runs litlab-train, counting the configs Hydra composes.
+COUNTING_COMPOSITIONS = """
+import atexit, sys
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+composed = []
+load = ConfigLoaderImpl.load_configuration
+ConfigLoaderImpl.load_configuration = lambda *a, **k: composed.append(1) or load(*a, **k)
+atexit.register(lambda: print("compositions:", len(composed)))
+sys.argv[0] = "litlab-train"
+from litlab.cli.train import main
+main()
+"""
+
+
+def test_a_single_run_is_composed_once(tmp_path, mnist):
+    result = subprocess.run(
+        [sys.executable, "-c", COUNTING_COMPOSITIONS, "experiment=mlp_relu", "debug=fdr"],
+        cwd=tmp_path,
+        env=os.environ | {"LITLAB_ROOT": str(tmp_path), "HYDRA_FULL_ERROR": "0"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compositions: 1" in result.stdout.splitlines()
+    assert len(list(tmp_path.glob("logs/train/runs/*/metrics.json"))) == 1
+
+
+def test_the_entry_point_keeps_no_state_and_leaves_the_command_line_alone():
+    import ast
+
+    import litlab.cli.train
+
+    tree = ast.parse(Path(litlab.cli.train.__file__).read_text())
+    for node in ast.walk(tree):
+        assert not isinstance(node, ast.Global | ast.Nonlocal), ast.unparse(node)
+        if isinstance(node, ast.Attribute) and ast.unparse(node) == "sys.argv":
+            assert isinstance(node.ctx, ast.Load), "writes sys.argv"
+        if isinstance(node, ast.Call) and ast.unparse(node.func).startswith("sys.argv."):
+            raise AssertionError(f"changes sys.argv: {ast.unparse(node)}")
+    for node in tree.body:  # module-level values: constants only
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            value = node.value
+            assert not isinstance(value, ast.List | ast.Dict | ast.Set), ast.unparse(node)

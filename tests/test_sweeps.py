@@ -190,6 +190,9 @@ def test_a_sweep_over_a_key_that_does_not_exist_stops_before_any_job(tmp_path):
         (["hydra/launcher=nope", "seed=1,2"], "Could not find 'hydra/launcher/nope'"),
         (["model=mlp,nope"], "Could not find 'model/nope'"),
         (["hparams_search=mnist_optuna", "model.optimizer.lrr=interval(0.1, 1)"], "cannot sweep"),
+        (["experiment=mlp_relu,mlp_tanhh"], "Could not find 'experiment/mlp_tanhh'"),
+        (["debug=fdr,limitt"], "Could not find 'debug/limitt'"),
+        (["experiment=glob(zzz*)"], "picks none of experiment's options"),
     ],
 )
 def test_a_bad_sweep_is_refused_before_it_starts(overrides, message):
@@ -198,6 +201,37 @@ def test_a_bad_sweep_is_refused_before_it_starts(overrides, message):
     assert "\n" not in str(refused.value)
     if "launcher" in message:  # names what there is
         assert "joblib" in str(refused.value) and "slurm" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=mlp_relu,mlp_tanh"],
+        ["experiment=glob(*)", "debug=fdr"],
+        ["experiment=glob(mlp_*,exclude=mlp_mse)", "debug=fdr,limit"],
+        ["model=mlp,cnn", "optimizer=adam,sgd"],
+    ],
+)
+def test_any_config_group_can_be_swept_as_in_hydra(overrides):
+    check_sweep(["litlab-train", "-m", *overrides])  # refused nothing
+
+
+def test_a_sweep_over_experiments_runs_a_job_each(tmp_path):
+    command = ["-m", "experiment=mlp_relu,mlp_tanh", "debug=fdr", f"paths.log_dir={tmp_path}"]
+    result = run_cli("litlab-train", *command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    jobs = sorted(sweep.glob("[0-9]*"))
+    assert [job.name for job in jobs] == ["0", "1"]
+    assert [list(OmegaConf.load(job / ".hydra" / "overrides.yaml"))[:2] for job in jobs] == [
+        ["experiment=mlp_relu", "debug=fdr"],
+        ["experiment=mlp_tanh", "debug=fdr"],
+    ]
+    assert [OmegaConf.load(job / "config.yaml").model.net.activation for job in jobs] == [
+        "relu",
+        "tanh",
+    ]
+    assert all((job / "metrics.json").is_file() for job in jobs)
 
 
 def test_a_sweep_optimizing_a_metric_the_model_does_not_log_is_refused(tmp_path):

@@ -2,12 +2,9 @@
 
 from pathlib import Path
 
-from litlab import moved
 from litlab.errors import LitlabError
 
 __version__ = "0.1.0"
-
-moved.install()  # the old module names, until litlab 0.3
 
 # The Hydra configs: the repository's top-level conf/, which a built package holds as
 # litlab/conf; an editable install reads the checkout's own.
@@ -34,8 +31,12 @@ def __getattr__(name: str):
         from litlab.config.compose import compose
 
         return compose
-    if name in ("train", "evaluate", "load_run"):
-        from litlab.training import tasks
+    if name == "train":
+        from litlab.training.tasks import train
 
-        return getattr(tasks, name)
+        return train
+    if name in ("evaluate", "load_run"):
+        from litlab.inference import runs
+
+        return getattr(runs, name)
     raise AttributeError(f"module 'litlab' has no attribute {name!r}")

@@ -12,7 +12,7 @@ from litlab.cli import check_command, user_errors
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 def run(cfg: DictConfig) -> None:
     with user_errors():
-        from litlab.training.tasks import evaluate  # torch and Lightning: only once it runs
+        from litlab.inference.runs import evaluate  # torch and Lightning: only once it runs
 
         evaluate(cfg)
 

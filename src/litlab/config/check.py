@@ -4,10 +4,11 @@ A node with a `_target_` is checked against that class's annotated signature, re
 class's source file without importing it (importing litlab's data modules means importing
 Lightning): each setting's type and range come from its annotation (`litlab.settings` has the
 words), and a class that takes no `**kwargs` refuses a key it does not take. A project's own
-class (`_target_: my_nets.TinyCNN`) is read the same way. torch's and Lightning's classes are
-not annotated with bounds; the settings of theirs that litlab's configs use are listed in
-`THEIRS`. Interpolated values are checked where they point to, so `${data.num_classes}` is
-checked once, at the data. No torch here.
+class (`_target_: my_nets.TinyCNN`) is read the same way. A class that has no source file to
+read (one defined in a notebook cell, `__main__.NbNet`) is read from the live class instead.
+torch's and Lightning's classes are not annotated with bounds; the settings of theirs that
+litlab's configs use are listed in `THEIRS`. Interpolated values are checked where they point
+to, so `${data.num_classes}` is checked once, at the data. No torch here.
 """
 
 import ast
@@ -15,6 +16,8 @@ import builtins
 import collections.abc
 import difflib
 import importlib.util
+import inspect
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,7 +30,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from litlab import settings
 from litlab.errors import LitlabError
 from litlab.files import shown
-from litlab.moved import MOVED
 from litlab.settings import (
     Count,
     Fraction,
@@ -236,7 +238,33 @@ def settings_of(target: str) -> Settings | None:
     if target in THEIRS:
         return Settings(get_type_hints(THEIRS[target], include_extras=True), closed=False)
     found = _find_class(target)
-    return _read_class(*found) if found else None
+    if found:
+        return _read_class(*found)
+    live = _live_class(target)
+    return _live_settings(live) if live else None
+
+
+def _live_class(target: str) -> type | None:
+    """The class `target` names in a module this process has imported already, where no
+    source file says what it is (a class defined in a notebook cell lives in `__main__`)."""
+    module, _, name = target.rpartition(".")
+    live = getattr(sys.modules.get(module), name, None)
+    return live if isinstance(live, type) else None
+
+
+def _live_settings(cls: type) -> Settings:
+    """A live class's settings, from its signature and annotations."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # a builtin's: nothing to read
+        return Settings(closed=False)
+    try:
+        hints = get_type_hints(cls.__init__, include_extras=True)
+    except Exception:  # an annotation naming what is not there: not a config value's type
+        hints = {}
+    named = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    open_ = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    return Settings({p.name: hints.get(p.name, Any) for p in named}, closed=not open_)
 
 
 def locate(module: str) -> tuple[Path | None, list[Path]] | None:
@@ -276,9 +304,6 @@ def _source(module: str) -> tuple[ast.Module, bool] | None:
 def _find_class(target: str, depth: int = 0) -> tuple[ast.ClassDef, ast.Module, str] | None:
     """The class definition `target` names, following the re-exports of packages."""
     module, _, name = target.rpartition(".")
-    if module in MOVED:  # an old name, still accepted: read the class where it is now
-        found = (_find_class(f"{home}.{name}", depth + 1) for home in MOVED[module])
-        return next(filter(None, found), None)
     found = _source(module) if module and depth < 8 else None
     if found is None:
         return None
@@ -390,6 +415,13 @@ def _missing_part(target: str) -> tuple[str, str] | None:
     """Without importing anything: (what is missing, the fix) where `target` names no module
     or no class that its module's source defines; None where it exists or cannot be told."""
     parts = target.split(".")
+    if parts[0] == "__main__":
+        return (
+            "it was defined in the notebook or script that named it, and lives only in that "
+            "process",
+            f"define {parts[-1]} there before using it, or move it into a module (my_nets.py) "
+            f"and name it as my_nets.{parts[-1]}, which any process can import",
+        )
     if locate(parts[0]) is None:
         return (
             f"there is no module {parts[0]}",

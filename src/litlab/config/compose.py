@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import litlab.config.resolvers  # noqa: F401  (registers run_id, used by the run directories)
@@ -36,3 +37,13 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def group_options(config_name: str, group: str, overrides: Sequence[str] = ()) -> list[str]:
+    """The options of a config group (`experiment`'s files), in the folders `overrides` add to
+    the search path too: what `glob(...)` picks from in a sweep."""
+    with initialize_config_dir(
+        version_base="1.3", config_dir=str(CONFIG_DIR), job_name=config_name
+    ):
+        loader = GlobalHydra.instance().config_loader()
+        return loader.get_group_options(group, config_name=config_name, overrides=list(overrides))

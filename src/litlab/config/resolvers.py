@@ -8,7 +8,7 @@ import secrets
 
 from omegaconf import OmegaConf
 
-from litlab.run import objective
+from litlab import objective
 
 
 def fastest_cpu_precision() -> str:
@@ -38,7 +38,7 @@ def hydra_choice(group: str) -> str | None:
 
 if not OmegaConf.has_resolver("hydra_choice"):
     OmegaConf.register_new_resolver("hydra_choice", hydra_choice)
-# Which way the monitored and the optimized metric improve (see litlab.run.objective).
+# Which way the monitored and the optimized metric improve (see litlab.objective).
 RESOLVERS = {"objective_mode": objective.mode, "objective_direction": objective.direction}
 for name, resolver in RESOLVERS.items():
     if not OmegaConf.has_resolver(name):

@@ -22,8 +22,8 @@ from torch import nn
 from litlab.data.base import Modality, trained_data
 from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
+from litlab.inference.runs import load_run
 from litlab.nets.recurrent import RecurrentClassifier
-from litlab.training.tasks import load_run
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "exported_program": "model.pt2"}
 TOLERANCE = 1e-4

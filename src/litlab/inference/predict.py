@@ -16,7 +16,7 @@ import torch
 from litlab.data.base import InputItem, trained_data
 from litlab.errors import LitlabError
 from litlab.files import atomic_write, expand, input_list
-from litlab.training.tasks import load_run
+from litlab.inference.runs import load_run
 
 
 class Predictor:

@@ -6,11 +6,10 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric, MinMetric
 
+from litlab import objective
 from litlab.models.parts import build
-from litlab.run import objective
 from litlab.settings import Compile
 from litlab.speed import Speed, without_idle_batch_hooks
-from litlab.training.loggers import CSVLogger
 
 STAGES = ("train", "val", "test")
 
@@ -101,10 +100,6 @@ class LitModule(L.LightningModule):
     def on_train_start(self) -> None:
         if self.trainer.ckpt_path is None:  # resumed: keep the best the checkpoint holds
             self.val_best.reset()  # forget a `validate` before `fit`
-        elif self.trainer.is_global_zero:  # what came after the checkpoint is trained again
-            for logger in self.loggers:
-                if isinstance(logger, CSVLogger):
-                    logger.forget_after(self.trainer.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["val_best"] = self.val_best.metric_state  # a resumed run remembers its best

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 
 from litlab.errors import LitlabError, first_line
 from litlab.files import replacing
@@ -33,6 +34,21 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise LitlabError(f"{path} is not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+def check_fits(model: torch.nn.Module, state: dict, ckpt_path, model_cfg: DictConfig) -> None:
+    """Refuse a checkpoint whose weights are not those of `model` (same names and shapes), the
+    model `model_cfg` describes."""
+    expected = model.state_dict()
+    wrong = sorted(set(state) ^ set(expected)) or [
+        k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if wrong:
+        net = OmegaConf.select(model_cfg, "net._target_", default=model_cfg.get("_target_"))
+        raise LitlabError(
+            f"{ckpt_path} holds a different model than the run's {net} "
+            f"(first mismatch: {wrong[0]}); pass a checkpoint written by that run"
+        )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -72,8 +72,9 @@ def rescheduled() -> bool:
     return "SUBMITIT_EXECUTOR" in os.environ or os.environ.get("SLURM_RESTART_COUNT", "0") != "0"
 
 
-def starting_checkpoint(cfg: DictConfig) -> str | None:
-    """The checkpoint `fit` starts from: the run's own last.ckpt when resuming, else `ckpt_path`.
+def starting_point(cfg: DictConfig) -> tuple[str | None, str | None]:
+    """(the resume mode in force, the checkpoint `fit` starts from): the run's own last.ckpt
+    when resuming, else `ckpt_path`.
 
     `resume=auto` needs that last.ckpt, in a run it can write to; `auto_or_fresh`, the default
     for a job a scheduler may rerun, starts as configured when there is none yet. A fresh run
@@ -86,7 +87,7 @@ def starting_checkpoint(cfg: DictConfig) -> str | None:
     last = run.last
     if resume and last.is_file():
         run.check_writable()
-        return str(last)
+        return resume, str(last)
     if resume == "auto":
         raise LitlabError(
             f"nothing to resume in {run.path} (no {last}); name the run with "
@@ -98,4 +99,4 @@ def starting_checkpoint(cfg: DictConfig) -> str | None:
             f"{run.path} already holds a run ({last}); continue it with resume=auto, or train "
             "in a new directory"
         )
-    return given
+    return resume, given

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from litlab import objective
 from litlab.errors import LitlabError
 from litlab.files import atomic_write, replacing
-from litlab.run import objective
 from litlab.run.directory import RunDir
 from litlab.sweeps.stats import Summary, summarize
 

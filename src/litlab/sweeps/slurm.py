@@ -23,8 +23,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from submitit.core.utils import FailedJobError, JobPaths, UncompletedJobError
 from submitit.slurm import slurm
 
-from litlab.cli import user_errors
-from litlab.errors import LitlabError, first_line
+from litlab.errors import LitlabError, first_line, user_errors
 
 _CLIENT_TIMEOUT_S = 60  # a controller that does not answer makes clients retry for a while
 

@@ -30,8 +30,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from litlab.cli import user_errors
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, user_errors
 from litlab.run.directory import RunDir
 
 log = logging.getLogger(__name__)

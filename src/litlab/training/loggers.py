@@ -110,6 +110,17 @@ def _table(keys: list[str], rows: list[dict]) -> str:
     return text.getvalue()
 
 
+class ResumedLogs(L.Callback):
+    """A resumed run trains again what came after its checkpoint: its CSV rows of those steps go,
+    so that they are not logged twice."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is not None and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if isinstance(logger, CSVLogger):
+                    logger.forget_after(trainer.global_step)
+
+
 class CSVLogger(LightningCSVLogger):
     """Lightning's CSV logger, except that a resumed run appends to its `metrics.csv`, and that
     an interruption never costs the rows written so far."""

@@ -2,7 +2,6 @@
 
 import copy
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -12,18 +11,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import litlab.config.resolvers  # noqa: F401  (registers run_id, used by the run directories)
-from litlab.config.check import check_config
-from litlab.data.base import run_data_config
+from litlab import objective
 from litlab.errors import LitlabError
-from litlab.models import Classifier
-from litlab.run import objective
-from litlab.run.checkpoints import AtomicCheckpointIO, RandomState, load_checkpoint
+from litlab.run.checkpoints import AtomicCheckpointIO, RandomState, check_fits, load_checkpoint
 from litlab.run.directory import RunDir
-from litlab.run.resume import resuming, starting_checkpoint
+from litlab.run.plan import Plan, plan_run, planned
+from litlab.run.resume import resuming
 from litlab.speed import ask_cuda_without_nvml_where_no_driver, without_idle_batch_hooks
 from litlab.training.console import quiet_lightning
 from litlab.training.coverage import TestCoverage, coverage
-from litlab.training.loggers import finish_tracking, start_tracking
+from litlab.training.loggers import ResumedLogs, finish_tracking, start_tracking
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +66,7 @@ def _instances(group: DictConfig | None) -> list:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The configured Trainer; its checkpoints also hold the RNG states and are written
     atomically, whatever the config says, so that every run can be resumed."""
-    callbacks = [*_instances(cfg.get("callbacks")), RandomState(), TestCoverage()]
+    callbacks = [*_instances(cfg.get("callbacks")), RandomState(), TestCoverage(), ResumedLogs()]
     return instantiate(
         cfg.trainer,
         callbacks=[without_idle_batch_hooks(callback) for callback in callbacks],
@@ -106,20 +103,22 @@ class RunResult(dict):
         self.run_dir = Path(run_dir)
 
 
-def train(cfg: DictConfig, checked: bool = False) -> RunResult:
+def train(cfg: DictConfig) -> RunResult:
+    """Train the run `cfg` describes (see `run_plan`), checking it first: `litlab.train`."""
+    return run_plan(plan_run(cfg))
+
+
+def run_plan(plan: Plan) -> RunResult:
     """Seed, build, fit, test the best checkpoint; write config.yaml and metrics.json.
 
     A config with a `pretrain` section first trains that model in `<run>/pretrain` and starts
     this one from its last checkpoint; `compare_scratch` also trains it from scratch in
-    `<run>/scratch`, adding those metrics as `scratch/...`. `checked`: the caller has checked
-    `cfg` against the classes it names already (litlab-train does, before Hydra starts).
+    `<run>/scratch`, adding those metrics as `scratch/...`.
     """
-    if not checked:
-        check_config(cfg)
+    cfg, run = plan.config, plan.run
     check_device(cfg)
-    run = RunDir(cfg.paths.output_dir)
     if cfg.get("pretrain") is None:
-        return RunResult(fit(cfg), run.path)
+        return RunResult(fit(plan), run.path)
     pretrain = cfg.pretrain
     resume = resuming(cfg)
     # A resumed run continues the stage it was in: the stages after it may not have started.
@@ -155,8 +154,9 @@ def train(cfg: DictConfig, checked: bool = False) -> RunResult:
     return RunResult(metrics, run.path)
 
 
-def derived(cfg: DictConfig, output_dir: Path, **changes) -> DictConfig:
-    """A copy of `cfg` for one stage of a multi-stage run: its own directory, no stages."""
+def derived(cfg: DictConfig, output_dir: Path, **changes) -> Plan:
+    """The plan of one stage of a multi-stage run: a copy of `cfg` with its own directory and
+    no stages."""
     stage = copy.deepcopy(cfg)
     with open_dict(stage):
         for key in ("pretrain", "compare_scratch"):
@@ -164,12 +164,12 @@ def derived(cfg: DictConfig, output_dir: Path, **changes) -> DictConfig:
         stage.paths.output_dir = str(output_dir)
         for key, value in changes.items():
             OmegaConf.update(stage, key, value, merge=False)
-    return stage
+    return planned(stage)
 
 
-def fit(cfg: DictConfig) -> dict[str, float]:
-    """One training run: the body of `train` for a single model."""
-    run = RunDir(cfg.paths.output_dir)
+def fit(plan: Plan) -> dict[str, float]:
+    """One training run: the body of `run_plan` for a single model."""
+    cfg, run, ckpt_path = plan.config, plan.run, plan.checkpoint
     ask_cuda_without_nvml_where_no_driver()
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True)
@@ -179,7 +179,6 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         datamodule.prepare_data()
     model = instantiate(cfg.model)
     check_monitor(cfg, model)
-    ckpt_path = starting_checkpoint(cfg)
     if ckpt_path and run.pruned():  # a trial an Optuna pruner stopped stays stopped
         log.info("%s was pruned; it is not trained further", run.path)
         return run.metrics()
@@ -210,92 +209,4 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         if "test/acc" in metrics:
             log.info("test accuracy %.4f %s", metrics["test/acc"], coverage(metrics))
     finish_tracking(trainer, cfg, metrics)
-    return metrics
-
-
-def check_fits(model: L.LightningModule, state: dict, ckpt_path, model_cfg: DictConfig) -> None:
-    """Refuse a checkpoint whose weights are not those of `model` (same names and shapes)."""
-    expected = model.state_dict()
-    wrong = sorted(set(state) ^ set(expected)) or [
-        k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if wrong:
-        net = OmegaConf.select(model_cfg, "net._target_", default=model_cfg.get("_target_"))
-        raise LitlabError(
-            f"{ckpt_path} holds a different model than the run's {net} "
-            f"(first mismatch: {wrong[0]}); pass a checkpoint written by that run"
-        )
-
-
-def load_model(model_cfg: DictConfig, ckpt_path: Path) -> L.LightningModule:
-    """Build the model a run's config describes and fill it from a checkpoint of that model."""
-    state = load_checkpoint(ckpt_path)["state_dict"]
-    model = instantiate(model_cfg)
-    check_fits(model, state, ckpt_path, model_cfg)
-    model.load_state_dict(state)
-    return model
-
-
-@dataclass
-class TrainedRun:
-    """A trained run loaded back: its directory, the checkpoint read, its config (reading what
-    the run's data fitted, e.g. its vocabulary, wherever the run now lives) and its model, in
-    eval mode."""
-
-    run_dir: Path
-    checkpoint: Path
-    config: DictConfig
-    model: L.LightningModule
-
-
-def load_run(
-    run_dir: str | Path | None = None,
-    ckpt_path: str | Path | None = None,
-    classifier: bool = False,
-    data_dir: str | None = None,
-) -> TrainedRun:
-    """The run in `run_dir` (or the one `ckpt_path` belongs to) with its best checkpoint (or
-    `ckpt_path`); `classifier` refuses runs of models that do not classify; `data_dir` reads
-    the run's dataset from there instead of where the run did."""
-    run = RunDir.named(run_dir, ckpt_path)
-    ckpt_path = run.checkpoint(ckpt_path)
-    if not ckpt_path.is_file():
-        raise LitlabError(
-            f"no checkpoint at {ckpt_path} (runs with debug=fdr or callbacks=none keep none); "
-            "pass a run trained with checkpointing, or ckpt_path=<file>"
-        )
-    run_cfg = run.config()
-    if data_dir:
-        if "data_dir" not in run_cfg.data:
-            raise LitlabError(
-                f"data_dir={data_dir}: the run's data ({run_cfg.data._target_}) is not read "
-                "from a data_dir; leave data_dir out to read it where the run did"
-            )
-        run_cfg.data.data_dir = data_dir
-    run_cfg.data = run_data_config(run_cfg.data, run.path)
-    model = load_model(run_cfg.model, ckpt_path).eval()
-    if classifier and not isinstance(model, Classifier):
-        raise LitlabError(
-            f"{run.path} trained a {type(model).__name__}, which does not classify; "
-            "pass the run of a classifier"
-        )
-    return TrainedRun(run.path, ckpt_path, run_cfg, model)
-
-
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test a trained run with its own config; write metrics.json to this eval's directory."""
-    run = load_run(cfg.get("run_dir"), cfg.get("ckpt_path"), data_dir=cfg.get("data_dir"))
-    datamodule = instantiate(run.config.data)
-    quiet_lightning()
-    trainer = instantiate(
-        cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[TestCoverage()]
-    )
-    metrics = _scalars(trainer.test(run.model, datamodule=datamodule)[0])
-    if trainer.is_global_zero:
-        RunDir(cfg.paths.output_dir).write_summary(
-            run_dir=str(run.run_dir), checkpoint=str(run.checkpoint), metrics=metrics
-        )
-        log.info("test metrics of %s: %s", run.checkpoint, metrics)
-        if "test/acc" in metrics:
-            log.info("test accuracy %.4f %s", metrics["test/acc"], coverage(metrics))
     return metrics
