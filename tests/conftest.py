@@ -25,12 +25,15 @@ if "ATEN_CPU_CAPABILITY" in os.environ:
     )
 
 
-def need_data(folder: str) -> Path:
-    """The fetched dataset folder; `make test` fetches it first, a bare `pytest` may not have."""
-    raw = DATA_DIR / folder / "raw"
-    if not (raw / "t10k-labels-idx1-ubyte").is_file():
-        pytest.skip(f"{raw} is missing: run `make data` (make test does) to fetch it")
-    return raw
+def need_data(name: str) -> Path:
+    """A fetched dataset, or the test skips saying how to fetch it (`make test` does first, a
+    bare `pytest` may not have): an image set's raw folder (`MNIST`, `FashionMNIST`), else a
+    corpus's file (`bbc_news`: data/text/bbc_news.jsonl)."""
+    raw = DATA_DIR / name / "raw"
+    path = raw if name[0].isupper() else DATA_DIR / "text" / f"{name}.jsonl"
+    if not (raw / "t10k-labels-idx1-ubyte" if path is raw else path).is_file():
+        pytest.skip(f"{path} is missing: run `make data` (make test does) to fetch it")
+    return path
 
 
 @pytest.fixture
@@ -111,9 +114,7 @@ def mnist_mlp_run(tmp_path_factory) -> Path:
 def bbc_lstm_run(tmp_path_factory) -> Path:
     """A real run of the article's stacked LSTM on BBC News, briefly trained (20 batches of the
     first 64 words)."""
-    corpus = DATA_DIR / "text" / "bbc_news.jsonl"
-    if not corpus.is_file():
-        pytest.skip(f"{corpus} is missing: run `make data` (make test does) to fetch it")
+    need_data("bbc_news")
     run_dir = tmp_path_factory.mktemp("bbc_lstm")
     litlab.train(
         compose(

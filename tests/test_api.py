@@ -63,7 +63,7 @@ def test_a_run_directory_is_found_by_its_checkpoint_and_names_its_best(mnist_mlp
     assert best.is_file() and best != RunDir(mnist_mlp_run).last  # metrics.json names it
     run = RunDir.named(None, best)
     assert run.path == mnist_mlp_run.resolve() and run.checkpoint() == best.resolve()
-    assert 0 < run.metrics()["test/acc"] <= 1
+    assert run.metrics()["test/acc"] > 0.85  # one epoch on 20,000 images: about 0.94
     assert run.config().model.net._target_ == "litlab.nets.MLP"
     with pytest.raises(litlab.LitlabError, match="say which run to use"):
         RunDir.named(None, None)

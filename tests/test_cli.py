@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import DATA_DIR, read_metrics, run_cli
+from conftest import DATA_DIR, need_data, read_metrics, run_cli
 
 QUICK = ["debug=limit", "trainer.max_epochs=1", f"paths.data_dir={DATA_DIR}"]
 
@@ -12,8 +12,7 @@ QUICK = ["debug=limit", "trainer.max_epochs=1", f"paths.data_dir={DATA_DIR}"]
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two short real runs, an MLP and a CNN, through litlab-train."""
-    if not (DATA_DIR / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file():
-        pytest.skip("MNIST is missing: run `make data` (make test does) to fetch it")
+    need_data("MNIST")
     root = tmp_path_factory.mktemp("runs")
     out = {}
     for name, experiment in [("mlp", "mlp_relu"), ("cnn", "cnn_avgpool")]:

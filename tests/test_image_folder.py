@@ -2,6 +2,7 @@
 pictures of another size, through loading, training, eval, predict and export."""
 
 import json
+import math
 import random
 
 import pytest
@@ -169,7 +170,7 @@ def test_a_cnn_trains_and_its_run_evaluates_predicts_and_exports(folder, request
     classes, channels, size = FOLDERS[folder]
     run_dir = tmp_path / "run"
     metrics = train(run_dir, folder, root, "model=cnn")
-    assert 0 <= metrics["test/acc"] <= 1
+    assert metrics["test/loss"] < 2 * math.log(classes)  # not diverged: about log(classes)
 
     again = litlab.evaluate(
         litlab.compose("eval", [f"run_dir={run_dir}", f"paths.output_dir={tmp_path / 'eval'}"])

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, ROOT, run_cli
+from conftest import DATA_DIR, ROOT, need_data, run_cli
 
 nbclient = pytest.importorskip("nbclient", reason="pip install 'litlab[notebooks]'")
 nbformat = pytest.importorskip("nbformat", reason="pip install 'litlab[notebooks]'")
@@ -21,8 +21,7 @@ def test_notebooks_are_kept_without_outputs():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path: Path, tmp_path, monkeypatch):
-    if not (DATA_DIR / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file():
-        pytest.skip("MNIST is missing: run `make data` (make test does) to fetch it")
+    need_data("MNIST")
     # The notebooks write their runs under LITLAB_ROOT: a fresh one, reading the fetched data.
     (tmp_path / "data").symlink_to(DATA_DIR)
     monkeypatch.setenv("LITLAB_ROOT", str(tmp_path))

@@ -2,6 +2,7 @@
 checkout, trains, evaluates, predicts and exports with its own net and configs."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -140,7 +141,7 @@ def test_a_project_of_its_own_on_the_installed_package(installed, tmp_path, mnis
     config = (run_dir / "config.yaml").read_text()
     assert "_target_: my_nets.TinyCNN" in config and "width: 8" in config
     trained = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    assert 0 <= trained["test/acc"] <= 1
+    assert trained["test/loss"] < 2 * math.log(10)  # a few steps: about log(10) or less
 
     run(
         installed,

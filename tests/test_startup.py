@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, ROOT, cli_command
+from conftest import DATA_DIR, ROOT, cli_command, need_data
 from omegaconf import OmegaConf
 
 import litlab
@@ -201,9 +201,7 @@ def test_a_refused_run_into_a_directory_of_its_own_keeps_that_directory(tmp_path
 
 def test_the_run_goes_where_a_fresh_run_would(tmp_path):
     """The checked run directory is the one Hydra makes: logs/train/runs/<time>_<id>."""
-    need = DATA_DIR / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
-    if not need.is_file():
-        pytest.skip("MNIST is missing: run `make data` (make test does) to fetch it")
+    need_data("MNIST")
     result = run_train(
         "experiment=mlp_relu", "debug=fdr", f"paths.data_dir={DATA_DIR}", cwd=tmp_path
     )

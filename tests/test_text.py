@@ -1,8 +1,9 @@
 import json
+import math
 
 import pytest
 import torch
-from conftest import DATA_DIR, compose, read_metrics, run_cli
+from conftest import DATA_DIR, compose, need_data, read_metrics, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,13 +20,6 @@ from litlab.data.text import (
 )
 from litlab.errors import LitlabError
 from litlab.nets import RNN, LSTMClassifier, RecurrentClassifier
-
-
-def need_corpus(name: str):
-    path = DATA_DIR / "text" / f"{name}.jsonl"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing: run `make data` (make test does) to fetch it")
-    return path
 
 
 def write_jsonl(path, rows):
@@ -254,7 +248,7 @@ def test_tokenize_and_collate_any_unicode(train, batch):
     [("bbc_news", 2127, 5), ("tweets_sentiment", 38158, 3), ("rotten_tomatoes", 13905, 3)],
 )
 def test_builtin_corpora(name, size, classes):
-    need_corpus(name)
+    need_data(name)
     dm = TextDataModule(
         seed=0, corpus=name, data_dir=str(DATA_DIR), num_classes=classes, max_len=50
     )
@@ -268,13 +262,13 @@ def test_builtin_corpora(name, size, classes):
 
 @pytest.mark.parametrize("model", ["lstm", "rnn"])
 def test_fast_dev_run_per_recurrent_net(tmp_path, model):
-    need_corpus("bbc_news")
+    need_data("bbc_news")
     metrics = litlab.train(compose(tmp_path, "data=bbc_news", f"model={model}", "debug=fdr"))
-    assert 0 <= metrics["test/acc"] <= 1
+    assert metrics["test/loss"] < 2 * math.log(5)  # one step on 5 classes: about log(5)
 
 
 def test_train_then_eval_reuses_the_runs_tokenizer(tmp_path):
-    need_corpus("tweets_sentiment")
+    need_data("tweets_sentiment")
     run = tmp_path / "run"
     result = run_cli(
         "litlab-train",

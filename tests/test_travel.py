@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA_DIR, read_metrics, read_summary, run_cli
+from conftest import DATA_DIR, need_data, read_metrics, read_summary, run_cli
 from PIL import Image
 
 from litlab.run.checkpoints import load_checkpoint
@@ -143,8 +143,7 @@ def test_a_moved_run_evaluates_predicts_exports_and_resumes_where_it_now_is(tmp_
 
 
 def test_a_moved_text_run_resumes_and_predicts_with_its_own_tokenizer(tmp_path):
-    if not (DATA_DIR / "text" / "bbc_news.jsonl").is_file():
-        pytest.skip("data/text/bbc_news.jsonl is missing: run `make data` (make test does)")
+    need_data("bbc_news")
     trained, run = tmp_path / "cluster" / "run", tmp_path / "laptop" / "run"
     text = ["experiment=seed_rnn", "data.max_len=64", *RUN[1:2], *RUN[3:]]
     first = run_cli("litlab-train", *text, "trainer.max_epochs=1", f"hydra.run.dir={trained}")
