@@ -185,15 +185,16 @@ def test_a_job_killed_mid_trial_is_failed_by_its_heartbeat_and_its_trial_tried_a
     study_id = storage.get_study_id_from_name("beats")
     wait_for(lambda: storage._get_stale_trial_ids(study_id), timeout=60)
 
-    again = submitter(*search, "trainer.max_epochs=1")  # the search rerun: its one trial
-    log = finish(again)
+    again = run_cli("litlab-train", *search, "trainer.max_epochs=1")  # rerun: its one trial
+    assert again.returncode == 0, again.stderr[-3000:]
     failed, retried = study.get_trials()
     assert failed.state == TrialState.FAIL and not (sweep / "0" / "metrics.json").exists()
     assert retried.state == TrialState.COMPLETE
     assert retried.params == failed.params  # the killed trial, tried again as trial 1
     assert retried.system_attrs["failed_trial"] == 0
     assert job_params(sweep / "1") == pytest.approx(failed.params)
-    assert "trial 0's job stopped beating: failed; its parameters are tried again" in log
+    said = "trial 0's job stopped beating: failed; its parameters are tried again"
+    assert said in again.stdout + again.stderr
 
 
 def assert_one_line_error(result, *fragments):
