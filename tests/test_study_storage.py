@@ -181,7 +181,8 @@ def test_a_job_killed_mid_trial_is_failed_by_its_heartbeat_and_its_trial_tried_a
     job_id = str(OmegaConf.load(sweep / "0" / ".hydra" / "hydra.yaml").hydra.job.id)
     cluster.run("scancel", "--signal=KILL", "--full", job_id)
     assert study.trials[0].state == TrialState.RUNNING  # no one has told it
-    # Stale once grace_period has passed since its last beat (the server's clock says when).
+    # Stale once grace_period has passed since its last beat, by the server's clock (Optuna's
+    # own test of staleness, which a submitter's next ask runs).
     study_id = storage.get_study_id_from_name("beats")
     wait_for(lambda: storage._get_stale_trial_ids(study_id), timeout=60)
 
@@ -369,8 +370,8 @@ def test_optuna_dashboard_shows_a_finished_sweeps_study_in_headless_chromium(
         page.get(f"http://127.0.0.1:{port}/dashboard")
         body = lambda: page.find_element(By.TAG_NAME, "body").text  # noqa: E731
         WebDriverWait(page, 60).until(lambda _: "train" in body())  # the study, by its name
-        study = optuna.load_study(study_name="train", storage=open_storage(str(journal)))
-        page.get(f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}/trials")
+        study_id = open_storage(str(journal)).get_study_id_from_name("train")
+        page.get(f"http://127.0.0.1:{port}/dashboard/studies/{study_id}/trials")
         WebDriverWait(page, 60).until(lambda _: "Trials" in body())
         seen = body()
         assert f"{len(job_dirs(finished_search))} Trials" in seen  # 2, the search's jobs
@@ -382,3 +383,20 @@ def test_optuna_dashboard_shows_a_finished_sweeps_study_in_headless_chromium(
             page.quit()
         dashboard.terminate()
         dashboard.wait(timeout=30)
+
+
+def test_a_sqlite_sweep_moves_to_a_postgresql_server(tmp_path, postgres):
+    sweep = tmp_path / "search"
+    old = sqlite_study(sweep)
+    moved = subprocess.run(
+        [sys.executable, "-m", "litlab.sweeps.storage", str(sweep), "--to", postgres.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert f"continue the search with hydra.sweeper.storage={postgres.url}" in moved.stdout
+    new = optuna.load_study(study_name="train", storage=open_storage(postgres.url))
+    fields = lambda t: (t.number, t.state, t.value, t.params, t.intermediate_values)  # noqa: E731
+    assert [fields(t) for t in new.trials] == [fields(t) for t in old.trials]
+    assert sorted(p.name for p in sweep.iterdir()) == ["optuna.db"]  # kept, nothing added

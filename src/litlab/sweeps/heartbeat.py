@@ -44,12 +44,23 @@ class Heartbeat(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.thread is not None:
             return
+        from optuna.trial import TrialState
+
         from litlab.sweeps.storage import open_storage
 
-        storage = open_storage(self.storage)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(self.study_name), self.number
-        )
+        try:
+            storage = open_storage(self.storage)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(self.study_name), self.number
+            )
+            running = storage.get_trial(trial_id).state == TrialState.RUNNING
+        except Exception as err:  # noqa: BLE001  (a run resumed long after its search)
+            log.warning(
+                "no heartbeat for trial %d: its study cannot be read (%s)", self.number, err
+            )
+            return
+        if not running:  # a run resumed after its trial was told
+            return
         # A daemon: the beats end with the process, as they must when the job is killed.
         self.thread = threading.Thread(
             target=beat,

@@ -289,9 +289,10 @@ def migrate(sweep_dir: Path, to: str | None = None) -> list[str]:
     if not database.is_file():
         raise LitlabError(f"{sweep_dir} has no {SQLITE} to move: there is nothing to migrate")
     target = to or str(sweep_dir / JOURNAL)
-    check_storage(target if to else None)
     if to is None:
         check_writable(target, Path(target))
+    else:
+        check_storage(to)
     source = open_storage(f"sqlite:///{database}")
     destination = open_storage(target)
     names = [study.study_name for study in source.get_all_studies()]
