@@ -93,15 +93,23 @@ def cluster(slurm, monkeypatch):
     return slurm
 
 
+@pytest.fixture(params=["journal", "postgresql"])
+def shared_storage(request, tmp_path) -> str:
+    """The sweep's own journal (the default), or a database on a real PostgreSQL server."""
+    if request.param == "journal":
+        return f"{tmp_path}/search/optuna.journal"
+    return request.getfixturevalue("postgres").url
+
+
 @pytest.mark.slurm
-def test_two_submitters_share_a_postgresql_study_whose_trials_run_on_both_nodes(
-    cluster, postgres, tmp_path, mnist
+def test_two_submitters_share_a_study_whose_trials_run_on_both_nodes(
+    cluster, shared_storage, tmp_path, mnist
 ):
     sweep = tmp_path / "search"
     search = [
         "hparams_search=mnist_optuna",
         *SLURM,
-        f"hydra.sweeper.storage={postgres.url}",
+        f"hydra.sweeper.storage={shared_storage}",
         "hydra.sweeper.study_name=widened",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.n_trials=2",
@@ -122,7 +130,7 @@ def test_two_submitters_share_a_postgresql_study_whose_trials_run_on_both_nodes(
     finally:
         first.kill()
 
-    study = optuna.load_study(study_name="widened", storage=open_storage(postgres.url))
+    study = optuna.load_study(study_name="widened", storage=open_storage(shared_storage))
     trials = study.get_trials()
     assert len(trials) == 2 * 2  # each submitter runs its n_trials (README)
     assert [t.number for t in trials] == [0, 1, 2, 3]  # no number twice
