@@ -229,6 +229,7 @@ def closed_port() -> int:
         ),
         (["hydra.sweeper.storage=postgres://litlab@localhost/studies"], ["postgresql://"]),
         (["hydra.sweeper.storage=redis://localhost:6379"], ["redis:// is not a storage"]),
+        (["hydra.sweeper.storage=42"], ["storage=42", "a journal file path"]),
         (["hydra.sweeper.heartbeat_interval=60"], ["needs a database storage"]),
         (
             ["hydra.sweeper.storage=sqlite:///{tmp}/o.db", "hydra.sweeper.heartbeat_interval=0"],
@@ -248,6 +249,7 @@ def closed_port() -> int:
         "no-server",
         "postgres-scheme",
         "other-scheme",
+        "not-a-path",
         "heartbeat-on-a-journal",
         "heartbeat-zero",
         "grace-shorter",

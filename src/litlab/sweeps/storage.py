@@ -134,6 +134,11 @@ def check_storage(storage: str | None, sweep_dir: Path | None = None) -> None:
     a sweep whose study is still in SQLite (it would start the study anew over its jobs)."""
     if storage is None:
         return
+    if not isinstance(storage, str) or not storage.strip():
+        raise LitlabError(
+            f"hydra.sweeper.storage={storage!r}: give a journal file path (the default: "
+            "${hydra.sweep.dir}/optuna.journal) or a database URL (postgresql://...)"
+        )
     kind = scheme(storage)
     if kind == "postgres":
         raise LitlabError(
