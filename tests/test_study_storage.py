@@ -88,8 +88,11 @@ def slurm_node(cluster, job: Path) -> str:
 
 @pytest.fixture
 def cluster(slurm, monkeypatch):
-    """The session's two-node cluster, found by litlab-train through SLURM_CONF."""
+    """The session's two-node cluster, found by litlab-train through SLURM_CONF, once both of
+    its nodes are idle (an earlier test's jobs gone)."""
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    states = lambda: slurm.run("sinfo", "--noheader", "--Node", "--format=%t").split()  # noqa: E731
+    wait_for(lambda: states() == ["idle"] * len(slurm.nodes), timeout=120)
     return slurm
 
 
