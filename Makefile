@@ -8,9 +8,13 @@ DATASETS ?= mnist fashion_mnist bbc_news tweets_sentiment rotten_tomatoes
 ARGS ?=
 # A SLURM cluster for the tests and `make slurm-up` (tests/slurm_cluster.py): NODES=1 or 2.
 SLURM_PACKAGES ?= slurm-wlm munge
+# A PostgreSQL server for the shared-study tests, a headless browser for the dashboard test.
+POSTGRES_PACKAGES ?= postgresql
+CHROMIUM_PACKAGES ?= chromium chromium-driver
 NODES ?= 2
 
-.PHONY: help install data train test bench lint format clean distclean slurm slurm-up slurm-down
+.PHONY: help install data train test bench lint format clean distclean slurm slurm-up slurm-down \
+	postgres chromium
 
 help:
 	@echo "make train [ARGS='experiment=mlp_relu ...']  train (default: the article's CNN on MNIST)"
@@ -32,7 +36,7 @@ train: $(INSTALLED)
 	$(BIN)/litlab-data mnist
 	$(BIN)/litlab-train $(ARGS)
 
-test: data slurm
+test: data slurm postgres chromium
 	$(BIN)/pytest
 
 # Debian's SLURM and munge where apt-get is (as root) and they are missing; elsewhere the SLURM
@@ -44,6 +48,21 @@ slurm:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SLURM_PACKAGES); \
 		else echo "SLURM is not installed (apt-get install $(SLURM_PACKAGES), as root)"; fi; \
 	fi
+
+# Debian's packages where apt-get is (as root) and a check fails: $(call debian,check,packages)
+define debian
+	@if ! ( $(1) ) >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2); \
+		else echo "$(2) not installed (apt-get install $(2), as root): their tests skip"; fi; \
+	fi
+endef
+
+postgres:
+	$(call debian,ls /usr/lib/postgresql/*/bin/pg_ctl,$(POSTGRES_PACKAGES))
+
+chromium:
+	$(call debian,command -v chromium && command -v chromedriver,$(CHROMIUM_PACKAGES))
 
 slurm-up: slurm
 	$(PYTHON) tests/slurm_cluster.py up $(NODES)

@@ -6,6 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import postgres_server
 import pytest
 import slurm_cluster
 
@@ -140,4 +141,18 @@ def slurm() -> slurm_cluster.Cluster:
         yield slurm_cluster.start(folder)
     finally:
         slurm_cluster.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> postgres_server.Server:
+    """A PostgreSQL server for the session (tests/postgres_server.py), stopped at its end."""
+    reason = postgres_server.missing()
+    if reason:
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="litlab-postgres-"))  # where its user reaches it
+    try:
+        yield postgres_server.start(folder)
+    finally:
+        postgres_server.stop(folder)
         shutil.rmtree(folder, ignore_errors=True)

@@ -365,7 +365,7 @@ def test_an_optuna_search_whose_submitter_was_killed_continues_its_study_when_re
 ):
     sweep = tmp_path / "search"
     search = [
-        "hparams_search=mnist_optuna",  # the study in <sweep>/optuna.db
+        "hparams_search=mnist_optuna",  # the study in <sweep>/optuna.journal
         *SLURM,
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.n_trials=2",
@@ -391,10 +391,13 @@ def test_an_optuna_search_whose_submitter_was_killed_continues_its_study_when_re
     assert results.best_value == pytest.approx(max(t.value for t in study.trials))
 
 
-def optuna_study(sweep: Path):
+def optuna_study(sweep: Path, study_name: str = "train", storage: str | None = None):
     import optuna
 
-    return optuna.load_study(study_name="train", storage=f"sqlite:///{sweep}/optuna.db")
+    from litlab.sweeps.storage import open_storage
+
+    storage = open_storage(storage or f"{sweep}/optuna.journal")
+    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 def assert_one_line_error(result, *fragments):

@@ -16,6 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from litlab.sweeps.report import make_report
+from litlab.sweeps.storage import open_storage
 from litlab.sweeps.studies import search_space
 
 # A job of a few seconds: 20 batches of an MLP per epoch, 2 validation and test batches.
@@ -28,7 +29,7 @@ TINY = [
 
 
 def study_of(sweep: Path) -> optuna.Study:
-    return optuna.load_study(study_name="train", storage=f"sqlite:///{sweep}/optuna.db")
+    return optuna.load_study(study_name="train", storage=open_storage(f"{sweep}/optuna.journal"))
 
 
 def validated_epochs(job: Path) -> list[int]:
@@ -64,7 +65,7 @@ def test_a_pruned_trial_ends_early_keeps_its_run_and_stays_pruned_when_resumed(t
     sweep.mkdir()
     # The study so far: two trials far ahead at every epoch (median needs 2 to compare with).
     study = optuna.create_study(
-        study_name="train", storage=f"sqlite:///{sweep}/optuna.db", direction="maximize"
+        study_name="train", storage=open_storage(f"{sweep}/optuna.journal"), direction="maximize"
     )
     for _ in range(2):
         ahead = {epochs: 0.999 for epochs in range(1, 5)}

@@ -27,7 +27,8 @@ class Pruning(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         import optuna
 
-        from litlab.sweeps.studies import make_pruner, open_storage
+        from litlab.sweeps.storage import open_storage
+        from litlab.sweeps.studies import make_pruner
 
         storage = open_storage(self.storage)
         study = optuna.load_study(

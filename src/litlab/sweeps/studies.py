@@ -1,7 +1,8 @@
 """litlab's Optuna search (`hparams_search=...`, `hydra/sweeper=optuna`): a Hydra sweeper on
 Optuna's ask-and-tell.
 
-The study lives in a storage (by default `<sweep>/optuna.db`), and rerunning the search with
+The study lives in a storage (by default the journal `<sweep>/optuna.journal`, see
+litlab.sweeps.storage), and rerunning the search with
 `hydra.sweep.dir=<that sweep>` continues it. Trial N's job is always `<sweep>/N`: a rerun first
 tells the study what the jobs of an earlier, killed submitter reached (their metrics.json), and
 its own trials are numbered after the study's, so that no job directory is reused.
@@ -18,7 +19,6 @@ Optuna is imported only once a search starts: Hydra imports every plugin module 
 """
 
 import logging
-import os
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litlab.errors import LitlabError, user_errors
 from litlab.run.directory import RunDir
+from litlab.sweeps.storage import check_heartbeat, check_storage, fail_stale_trials, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +60,6 @@ def make_pruner(name: str | None, max_epochs: int | None = None):
     )
 
 
-def sqlite_file(storage: str | None) -> Path | None:
-    """The database file of an SQLite storage URL."""
-    if isinstance(storage, str) and storage.startswith("sqlite:///"):
-        return Path(storage.removeprefix("sqlite:///"))
-    return None
-
-
-def open_storage(url: str):
-    """Optuna's storage at `url`; SQLite waits for the other jobs' writes rather than failing."""
-    import optuna
-
-    timeout = {"connect_args": {"timeout": 60}} if sqlite_file(url) else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=timeout)
-
-
 def check_search(pruner: str | None, storage: str | None) -> None:
     """Refuse a search that cannot run, before anything is written."""
     if pruner is not None and pruner not in PRUNERS:
@@ -81,22 +67,9 @@ def check_search(pruner: str | None, storage: str | None) -> None:
     if pruner is not None and storage is None:
         raise LitlabError(
             f"hydra.sweeper.pruner={pruner} needs a storage that the jobs reach; set "
-            "hydra.sweeper.storage=sqlite:///${hydra.sweep.dir}/optuna.db"
+            "hydra.sweeper.storage=${hydra.sweep.dir}/optuna.journal"
         )
-    database = sqlite_file(storage)
-    if database is None:
-        return
-    existing = next(p for p in (database, *database.parents) if p.exists())
-    if existing == database:
-        writable = database.is_file() and os.access(database, os.W_OK)
-    else:  # the folders up to it are made
-        writable = existing.is_dir() and os.access(existing, os.W_OK)
-    if not writable:
-        raise LitlabError(
-            f"hydra.sweeper.storage={storage}: cannot write {database} ({existing} is not a "
-            "writable file or folder); keep the study in the sweep directory (the default) or "
-            "name a writable place"
-        )
+    check_storage(storage)
 
 
 def search_space(arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -148,24 +121,40 @@ def tell(study, number: int, job_dir: Path, metric: str) -> str:
     from optuna.trial import TrialState
 
     state, value = outcome(job_dir, metric)
-    study.tell(number, value, state=TrialState[state])
+    # Another submitter of the study may have told it first, or failed it as stale.
+    study.tell(number, value, state=TrialState[state], skip_if_finished=True)
     return state
 
 
 def settle(study, sweep_dir: Path, metric: str) -> None:
-    """Tell an Optuna `study` the results of its trials still marked running, from their job
-    directories (those of a submitter that was stopped)."""
+    """Tell an Optuna `study` the results of its trials still marked running whose jobs have
+    ended (those of a submitter that was stopped). A job still running may be another
+    submitter's, which tells it; one that died is failed by its heartbeat, where there is one."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        tell(study, trial.number, sweep_dir / str(trial.number), metric)
+        job_dir = sweep_dir / str(trial.number)
+        if RunDir(job_dir).metrics_file.is_file():
+            tell(study, trial.number, job_dir, metric)
 
 
 def trial_callback(cfg: DictConfig, hydra_cfg: DictConfig) -> DictConfig:
-    """A job's config with the callback that reports to its Optuna trial, when the job is a
-    trial of a search with a pruner (trial N is job N); else `cfg` as it is."""
+    """A job's config with the callbacks that report to its Optuna trial, when the job is a
+    trial of a search with a pruner or a heartbeat (trial N is job N); else `cfg` as it is."""
     search = hydra_cfg.sweeper
-    if hydra_cfg.mode != RunMode.MULTIRUN or search.get("pruner") is None:
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return cfg
+    if search.get("heartbeat_interval") is not None:
+        with open_dict(cfg):
+            cfg.callbacks = cfg.get("callbacks") or {}
+            cfg.callbacks.heartbeat = {
+                "_target_": "litlab.sweeps.heartbeat.Heartbeat",
+                "storage": search.storage,
+                "study_name": search.study_name,
+                "trial": hydra_cfg.job.num,
+                "interval": search.heartbeat_interval,
+            }
+    if search.get("pruner") is None:
         return cfg
     with open_dict(cfg):
         cfg.callbacks = cfg.get("callbacks") or {}
@@ -212,6 +201,9 @@ class OptunaSweeper(Sweeper):
         batch_synchronous: bool = False,
         max_failure_rate: float = 0.0,
         params: DictConfig | None = None,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        max_retry: int | None = 1,
     ) -> None:
         self.sampler = sampler
         self.direction = direction
@@ -223,12 +215,18 @@ class OptunaSweeper(Sweeper):
         self.batch_synchronous = batch_synchronous
         self.max_failure_rate = max_failure_rate
         self.params = params or {}
+        self.heartbeat = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period,
+            "max_retry": max_retry,
+        }
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         with user_errors():
             check_search(self.pruner, self.storage)
+            check_heartbeat(self.storage, **self.heartbeat)
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
@@ -247,12 +245,9 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         metric = self.config.optimized_metric
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + arguments)
-        database = sqlite_file(self.storage)
-        if database is not None:
-            database.parent.mkdir(parents=True, exist_ok=True)
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=open_storage(self.storage) if self.storage else None,
+            storage=open_storage(self.storage, **self.heartbeat) if self.storage else None,
             sampler=self.sampler,
             direction=self.direction,
             load_if_exists=True,
@@ -276,6 +271,7 @@ class OptunaSweeper(Sweeper):
                 while asked < self.n_trials and len(running) < slots:
                     if self.too_many(failures, ended):
                         break
+                    fail_stale_trials(study)  # a killed job's trial is asked again
                     trial = study.ask(space)
                     running[pool.submit(launch, trial)] = trial.number
                     asked += 1
@@ -285,7 +281,9 @@ class OptunaSweeper(Sweeper):
                     if future.exception() is None:
                         tell(study, number, sweep_dir / str(number), metric)
                     else:
-                        study.tell(number, state=optuna.trial.TrialState.FAIL)
+                        study.tell(
+                            number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True
+                        )
                         log.warning("trial %d failed: %s", number, future.exception())
                         failures.append(future.exception())
         if self.too_many(failures, ended):
