@@ -29,7 +29,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -315,8 +315,6 @@ def migrate(sweep_dir: Path, to: str | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from litlab.cli import user_errors
-
     parser = argparse.ArgumentParser(
         prog="python -m litlab.sweeps.storage",
         description=f"Move a sweep's Optuna study from its {SQLITE} (SQLite) into its journal "
