@@ -20,7 +20,7 @@ from hydra._internal.callbacks import Callbacks
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
-from hydra.core.utils import run_job
+from hydra.core.utils import JobStatus, run_job
 from hydra.errors import HydraException
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -83,7 +83,8 @@ def run_single(cfg: DictConfig, plan: Plan) -> None:
     context = HydraContext(config_loader=None, callbacks=Callbacks(cfg))
     with user_errors(), nothing_left_if_refused(plan.run.path):
         job = run_job(lambda _: run_here(plan), cfg, "hydra.run.dir", None, context)
-        job.return_value  # noqa: B018  (raises what the job raised)
+        if job.status == JobStatus.FAILED:  # raised here, as one line (not Hydra's words)
+            raise job._return_value
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
