@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from litlab.sweeps.report import make_report
-from litlab.sweeps.studies import search_space
+from litlab.sweeps.space import search_space
 
 # A job of a few seconds: 20 batches of an MLP per epoch, 2 validation and test batches.
 TINY = [
@@ -37,26 +37,33 @@ def validated_epochs(job: Path) -> list[int]:
 
 
 def test_hydras_sweep_grammar_becomes_optuna_distributions():
-    space, fixed = search_space(
+    space = search_space(
+        {"data.batch_size": "choice(32, 64, 128)", "seed": "range(1, 3)"},
         [
             "model.optimizer.lr=tag(log, interval(0.0001, 0.1))",
-            "data.batch_size=choice(32, 64, 128)",
             "model.net.activation=choice(relu, tanh)",
-            "trainer.max_epochs=range(1, 8, 3)",  # 1, 4, 7: the stop is left out, as in Hydra
+            "trainer.max_epochs=range(1, 7, 3)",  # 1, 4, 7: the stop included
             "model.net.dropout=interval(0, 0.5)",
-            "model.net.hidden=tag(int, interval(16, 64))",
-            "seed=3",
-        ]
+            "model.net.hidden.0=int(interval(16, 64))",
+            "model.net.hidden.1=tag(int, interval(16, 64))",
+            "data.val_size=shuffle(range(1000, 3000, 1000))",
+            "seed=3",  # fixed: out of the search space
+            "~logger",
+        ],
     )
-    assert space == {
-        "model.optimizer.lr": FloatDistribution(0.0001, 0.1, log=True),
+    shuffled = space.distributions.pop("data.val_size")  # Hydra's range: the stop left out
+    assert sorted(shuffled.choices) == [1000, 2000]
+    assert space.distributions == {
         "data.batch_size": CategoricalDistribution([32, 64, 128]),
+        "model.optimizer.lr": FloatDistribution(0.0001, 0.1, log=True),
         "model.net.activation": CategoricalDistribution(["relu", "tanh"]),
         "trainer.max_epochs": IntDistribution(1, 7, step=3),
         "model.net.dropout": FloatDistribution(0, 0.5),
-        "model.net.hidden": IntDistribution(16, 64),
+        "model.net.hidden.0": IntDistribution(16, 64),
+        "model.net.hidden.1": IntDistribution(16, 64),
     }
-    assert fixed == ["seed=3"]
+    assert space.fixed == {"seed": "3"}
+    assert space.job_overrides({"data.batch_size": 64}) == ["data.batch_size=64", "seed=3", "~logger"]
 
 
 def test_a_pruned_trial_ends_early_keeps_its_run_and_stays_pruned_when_resumed(tmp_path, mnist):

@@ -30,6 +30,7 @@ from litlab.config.check import check_config
 from litlab.config.compose import without_hydra
 from litlab.errors import LitlabError
 from litlab.run.resume import asked, resumed_config, resuming, starting_checkpoint
+from litlab.sweeps.settings import check_sweeper, objective_values
 from litlab.sweeps.studies import trial_callback
 
 # Hydra's command-line options that take a value of their own.
@@ -91,6 +92,7 @@ def check_sweep(argv: list[str]) -> None:
         values[override.get_key_element()] = swept
     first = [f"{key}={swept[0]}" for key, swept in values.items() if swept]
     cfg = compose_command(name, [*fixed, *first], hydra=True)
+    check_sweeper(cfg, overrides_of(args))
     for key, swept in values.items():  # every choice and value swept must fit too
         for value in swept[1:]:
             job = compose_command(name, [*fixed, *first, f"{key}={value}"])
@@ -213,7 +215,7 @@ def run(cfg: DictConfig) -> float | None:
         cfg = job_config(cfg, list(job.overrides.task), job.runtime.choices)
         cfg = trial_callback(cfg, job)
         metrics = train(cfg, checked=_checked_run)
-    return metrics.get(cfg.get("optimized_metric"))
+    return objective_values(metrics, cfg.get("optimized_metric"))
 
 
 def main() -> None:
