@@ -63,7 +63,8 @@ def test_hydras_sweep_grammar_becomes_optuna_distributions():
         "model.net.hidden.1": IntDistribution(16, 64),
     }
     assert space.fixed == {"seed": "3"}
-    assert space.job_overrides({"data.batch_size": 64}) == ["data.batch_size=64", "seed=3", "~logger"]
+    overrides = space.job_overrides({"data.batch_size": 64})
+    assert overrides == ["data.batch_size=64", "seed=3", "~logger"]
 
 
 def test_a_pruned_trial_ends_early_keeps_its_run_and_stays_pruned_when_resumed(tmp_path, mnist):
