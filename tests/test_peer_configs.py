@@ -33,7 +33,11 @@ def write(folder: Path, name: str, text: str) -> None:
 
 def search(tmp_path: Path, *args: str, cwd: Path | None = None) -> Path:
     sweep = tmp_path / "search"
-    result = run_cli("litlab-train", *TINY, *args, f"hydra.sweep.dir={sweep}", cwd=cwd)
+    options = ["-m", *(arg for arg in args if arg.startswith("--"))]  # before the overrides
+    overrides = [arg for arg in args if not arg.startswith("--")]
+    result = run_cli(
+        "litlab-train", *options, *TINY, *overrides, f"hydra.sweep.dir={sweep}", cwd=cwd
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep
 
@@ -66,7 +70,7 @@ def test_the_plugins_example_search_with_its_docs_int_interval(tmp_path, mnist):
         defaults:
           - override /hydra/sweeper: optuna
           - override /hydra/sweeper/sampler: tpe
-        optimized_metric: val/loss_best
+        optimized_metric: val/loss
         hydra:
           sweeper:
             sampler:
@@ -98,7 +102,7 @@ def test_the_plugins_example_search_with_its_docs_int_interval(tmp_path, mnist):
         assert isinstance(hidden, int) and 16 <= hidden <= 64  # an integer, as int() says
         assert sampled(job)["model.net.hidden.0"] == str(hidden)
     results = OmegaConf.load(sweep / "optimization_results.yaml")
-    losses = [metric(job, "val/loss_best") for job in trials]
+    losses = [metric(job, "val/loss") for job in trials]
     best = trials[losses.index(min(losses))]
     assert results.name == "optuna" and results.best_value == pytest.approx(min(losses))
     assert results.best_params == {
@@ -380,7 +384,8 @@ def test_a_failed_trial_says_its_error_and_stops_the_search_at_max_failure_rate(
         "hydra.sweeper.max_failure_rate=0.0",
         f"hydra.sweep.dir={sweep}",
     )
-    warned = [line for line in result.stderr.splitlines() if "trial 0 failed:" in line]
+    output = result.stdout + result.stderr  # Hydra's log goes to stdout
+    warned = [line for line in output.splitlines() if "trial 0 failed:" in line]
     assert warned and "error: optimized_metric=val/accuracy is not logged" in warned[0], (
         result.stderr[-3000:]
     )

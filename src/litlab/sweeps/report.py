@@ -327,6 +327,39 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def pareto_front(points: dict[str, list[float]], modes: list[str]) -> set[str]:
+    """The names of the `points` (name -> one value per objective) that no other point beats
+    on every objective (each objective "max" or "min", as `modes` say)."""
+    signs = [1 if mode == "max" else -1 for mode in modes]
+
+    def beats(a, b) -> bool:
+        pairs = [(s * x, s * y) for x, y, s in zip(a, b, signs, strict=True)]
+        return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+    return {n for n, p in points.items() if not any(beats(q, p) for q in points.values())}
+
+
+def plot_front(points: dict[str, list[float]], metrics: list[str], path: Path) -> Path:
+    """Two objectives of each job against each other, the Pareto front marked and joined."""
+    from matplotlib.figure import Figure
+
+    front = pareto_front(points, [objective.mode(m) for m in metrics])
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    rest = [p for n, p in points.items() if n not in front]
+    ax.scatter([p[0] for p in rest], [p[1] for p in rest], color="0.6", label="dominated")
+    best = sorted(points[n] for n in front)
+    ax.plot([p[0] for p in best], [p[1] for p in best], "o-", color="C3", label="Pareto front")
+    for name in front:
+        ax.annotate(name, points[name], textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(metrics[0])
+    ax.set_ylabel(metrics[1])
+    ax.set_title(f"{len(front)} of {len(points)} jobs on the Pareto front")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
 def plot(jobs: list[Job], param: str, metric: str, path: Path) -> Path:
     """`metric` of each job against one swept parameter."""
     from matplotlib.figure import Figure  # no pyplot: no backend to pick, nothing global
