@@ -5,12 +5,15 @@ a key fixed on the command line, `range` with its stop, and the template's `mnis
 with only its model keys renamed. Each checks what every job ran with (its own config.yaml) and
 what the search wrote. Then every bad sweeper setting, refused before anything is written."""
 
+import csv
 import textwrap
 from pathlib import Path
 
 import pytest
 from conftest import DATA_DIR, read_summary, run_cli
 from omegaconf import OmegaConf
+
+from litlab.sweeps.report import make_report
 
 # Jobs of a second or two: 3 batches of an MLP, 1 validation and test batch.
 TINY = [
@@ -167,6 +170,11 @@ def test_the_plugins_multi_objective_example_gives_the_pareto_front(tmp_path, mn
         assert list(solution["values"]) == pytest.approx(values[number])
         job = sweep / str(number)
         assert solution.params == {"model.net.hidden.0": ran(job, "model.net.hidden")[0]}
+    report = make_report(sweep)  # litlab-report marks the front, and plots it
+    assert report.front == {str(number) for number in front}
+    rows = {row["job"]: row["status"] for row in csv.DictReader(report.csv.open())}
+    assert {job for job, status in rows.items() if status == "pareto"} == report.front
+    assert (sweep / "report_pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_plugins_custom_search_space_example(tmp_path, mnist):

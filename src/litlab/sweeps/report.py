@@ -29,7 +29,7 @@ class Job:
     name: str  # the job's directory, relative to the multirun directory
     params: dict[str, str]  # override key -> value, as typed or sampled
     metrics: dict[str, float] = field(default_factory=dict)  # empty: the job did not finish
-    optimized_metric: str | None = None
+    optimized_metric: list[str] | None = None  # the metrics its search optimized
     status: str = "finished"  # "unfinished": no metrics.json yet; "pruned": stopped by Optuna
 
 
@@ -98,6 +98,8 @@ class Report:
     csv: Path
     plots: list[Path]
     comparison: Comparison | None = None
+    objectives: list[str] = field(default_factory=list)  # a multi-objective search's metrics
+    front: set[str] = field(default_factory=set)  # the jobs on its Pareto front
 
     @property
     def by_seed(self) -> bool:
@@ -127,7 +129,8 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
         status = "pruned" if run.pruned() else "finished" if metrics else "unfinished"
         job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, metrics, status=status)
         if run.config_file.is_file():
-            job.optimized_metric = run.config().get("optimized_metric")
+            optimized = run.config().get("optimized_metric")
+            job.optimized_metric = objective.objectives(optimized) if optimized else None
         jobs.append(job)
     if not jobs:
         raise LitlabError(
@@ -263,19 +266,22 @@ def paired(configs: list[Config], first: str, second: str, metric: str, mode: st
 def default_metric(jobs: list[Job]) -> str:
     """The metric the sweep optimized (`optimized_metric`), else validation accuracy or loss."""
     names = {name for job in jobs for name in job.metrics}
-    for name in [*(job.optimized_metric for job in jobs), "val/acc_best", "val/loss_best"]:
+    optimized = [name for job in jobs for name in objective.objectives(job.optimized_metric)]
+    for name in [*optimized, "val/acc_best", "val/loss_best"]:
         if name in names:
             return name
     raise LitlabError("no job has finished (no metrics.json yet); wait for the sweep")
 
 
-def write_csv(jobs: list[Job], params: list[str], path: Path) -> Path:
-    """One row per job (in the given order): its status, swept parameters, then every metric."""
+def write_csv(jobs: list[Job], params: list[str], path: Path, front: set[str] = ()) -> Path:
+    """One row per job (in the given order): its status (`pareto` on a multi-objective search's
+    front), swept parameters, then every metric."""
     metrics = sorted({name for job in jobs for name in job.metrics})
     rows = [["job", "status", *params, *metrics]]
     for job in jobs:
         row = [job.params.get(key, "") for key in params]
-        rows.append([job.name, job.status, *row, *(job.metrics.get(m, "") for m in metrics)])
+        status = "pareto" if job.name in front else job.status
+        rows.append([job.name, status, *row, *(job.metrics.get(m, "") for m in metrics)])
     return _write_rows(rows, path)
 
 
@@ -454,8 +460,24 @@ def make_report(
             report.plots.append(plot_means(configs, param, report.config_params, metric, path))
         else:
             report.plots.append(plot(jobs, param, metric, path))
+    report.objectives = multi_objective(jobs)
+    if report.objectives:
+        finished = [job for job in jobs if all(scored(job, m) for m in report.objectives)]
+        points = {job.name: [job.metrics[m] for m in report.objectives] for job in finished}
+        report.front = pareto_front(points, [objective.mode(m) for m in report.objectives])
+        if len(report.objectives) == 2:
+            path = plot_front(points, report.objectives, multirun_dir / "report_pareto.png")
+            report.plots.append(path)
     if report.by_seed:
         write_config_csv(configs, report.config_params, metric, report.csv)
     else:
-        write_csv(jobs, params, report.csv)
+        write_csv(jobs, params, report.csv, report.front)
     return report
+
+
+def multi_objective(jobs: list[Job]) -> list[str]:
+    """The metrics of a multi-objective search its jobs ran for; none for another sweep."""
+    for job in jobs:
+        if job.optimized_metric and len(job.optimized_metric) > 1:
+            return job.optimized_metric
+    return []

@@ -52,7 +52,10 @@ def search_space(params: dict | None, arguments: list[str]) -> SearchSpace:
             continue
         key = override.get_key_element()
         if override.is_sweep_override():
-            space.distributions[key] = distribution(override)
+            try:
+                space.distributions[key] = distribution(override)
+            except ValueError as err:  # Optuna's: e.g. a range that runs backwards
+                raise LitlabError(f"{override.input_line}: {err}") from err
         else:
             space.fixed[key] = override.get_value_element_as_str()
     for key in space.fixed:  # a key fixed on the command line is not searched
@@ -95,6 +98,8 @@ def grid(distributions: dict[str, Any]) -> dict[str, list]:
         elif getattr(dist, "step", None) is not None and not dist.log:
             count = round((dist.high - dist.low) / dist.step) + 1
             values[key] = [dist.low + i * dist.step for i in range(count)]
+            if isinstance(dist.step, float):  # 0.1 * 3 is 0.30000000000000004
+                values[key] = [round(value, 12) for value in values[key]]
         else:
             raise LitlabError(
                 f"hydra/sweeper/sampler=grid needs a value list for {key}, which is an interval "
