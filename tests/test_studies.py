@@ -211,3 +211,57 @@ def test_a_storage_that_cannot_be_written_is_one_error_line_and_writes_nothing(t
     assert_one_line_error(result, storage, "cannot write")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "a file, not a folder"
+
+
+def test_a_study_named_by_no_one_is_continued_by_a_rerun_and_a_second_one_is_refused(tmp_path):
+    from litlab.errors import LitlabError
+    from litlab.sweeps.studies import OptunaSweeper
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+
+    def sweeper(study_name=None):
+        return OptunaSweeper(None, "maximize", storage, study_name, n_trials=1, n_jobs=1)
+
+    first = sweeper().open_study(["maximize"])
+    first.add_trial(optuna.trial.create_trial(value=0.5))
+    again = sweeper().open_study(["maximize"])  # the rerun: the same study, its trial 1 next
+    assert again.study_name == first.study_name and len(again.trials) == 1
+    with pytest.raises(LitlabError, match="directions"):
+        sweeper().open_study(["maximize", "minimize"])
+    sweeper("another").open_study(["maximize"])
+    with pytest.raises(LitlabError, match="name the one to continue with hydra.sweeper.study_name"):
+        sweeper().open_study(["maximize"])
+
+
+def test_max_failure_rate_judges_batches_of_n_jobs_trials_in_the_order_they_end():
+    from litlab.sweeps.studies import Failures
+
+    failed = RuntimeError("boom")
+    half = Failures(rate=0.5, batch=2)  # as the plugin: more than half of a batch stops it
+    for number, error in enumerate([None, failed, failed, None]):
+        half.ended(number, error, last=number == 3)
+    assert not half.too_many  # 1 of 2 failed in each batch
+    half.ended(4, failed, last=False)
+    half.ended(5, failed, last=False)
+    assert half.too_many and half.verdict().startswith("2 of 2 trials failed")
+    one_at_a_time = Failures(rate=0.5, batch=1)  # n_jobs=1: each trial is its own batch
+    one_at_a_time.ended(0, failed, last=False)
+    assert one_at_a_time.too_many and "trial 0: RuntimeError: boom" in one_at_a_time.verdict()
+    never = Failures(rate=1.0, batch=1)
+    never.ended(0, failed, last=True)
+    assert not never.too_many
+
+
+def test_a_failed_trial_is_told_by_its_error_line():
+    from litlab.cli import user_errors
+    from litlab.errors import LitlabError
+    from litlab.sweeps.studies import failure_line
+
+    with pytest.raises(SystemExit) as ended, user_errors():  # how a job ends on a refusal
+        raise LitlabError("optimized_metric=val/accuracy is not logged by Classifier")
+    assert failure_line(ended.value) == (
+        "error: optimized_metric=val/accuracy is not logged by Classifier"
+    )
+    remote = RuntimeError("job 12 failed\nTraceback ...\nerror: data.data_dir=/x holds no MNIST")
+    assert failure_line(remote) == "error: data.data_dir=/x holds no MNIST"  # submitit's text
+    assert failure_line(ValueError("a\nb is wrong")) == "ValueError: b is wrong"
