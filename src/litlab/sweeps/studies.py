@@ -14,6 +14,11 @@ With a pruner, each job reports its `optimized_metric` to its trial after every 
 the storage (litlab.sweeps.pruning.Pruning), and stops early when the pruner says so; its
 metrics.json says `"pruned": true`, and the trial is told as pruned.
 
+The search space is read as hydra-optuna-sweeper reads it (litlab.sweeps.space), its settings are
+checked before anything is written (litlab.sweeps.settings), and `optimization_results.yaml`
+holds the values each job's own config ran with: the best trial's, or for several objectives
+(`optimized_metric` a list) the Pareto front's.
+
 Optuna is imported only once a search starts: Hydra imports every plugin module at each start.
 """
 
