@@ -123,8 +123,9 @@ def test_with_two_workers_a_trial_starts_as_soon_as_one_ends_while_another_runs(
         "hydra.launcher.n_jobs=2",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.n_trials=3",
-        "seed=1",  # the sampler's: trials 0 and 1 draw 1 and 40 epochs
+        "seed=3",  # the sampler's: trials 0 and 1 draw 40 and 1 epochs
         "trainer.max_epochs=choice(1, 40)",
+        "callbacks.early_stopping=null",  # a long trial trains its 40 epochs
         *TINY,
         f"hydra.sweep.dir={sweep}",
     )
