@@ -129,8 +129,10 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
         status = "pruned" if run.pruned() else "finished" if metrics else "unfinished"
         job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, metrics, status=status)
         if run.config_file.is_file():
-            optimized = run.config().get("optimized_metric")
+            config = run.config()
+            optimized = config.get("optimized_metric")
             job.optimized_metric = objective.objectives(optimized) if optimized else None
+            job.params = ran_with(config, params)
         jobs.append(job)
     if not jobs:
         raise LitlabError(
@@ -138,6 +140,17 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
             "a sweep (litlab-train -m ...) wrote"
         )
     return sorted(jobs, key=lambda job: _natural(job.name))
+
+
+def ran_with(config, params: dict[str, str]) -> dict[str, str]:
+    """A job's overrides with the values its own config ran with, where a later override (or
+    the config itself) gave a key another value than the one typed or sampled."""
+    ran = {}
+    for key, value in params.items():
+        used = OmegaConf.select(config, key, default=None)
+        scalar = used is not None and not OmegaConf.is_config(used)
+        ran[key] = str(used) if scalar and not _same(str(used), value) else value
+    return ran
 
 
 def _natural(name: str) -> list[tuple]:
