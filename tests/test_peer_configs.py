@@ -25,6 +25,7 @@ TINY = [
     "trainer.limit_test_batches=1",
     "trainer.log_every_n_steps=1",
     "callbacks.rich_progress_bar=null",
+    "callbacks.run_pictures=null",
     f"paths.data_dir={DATA_DIR}",
 ]
 
