@@ -38,6 +38,8 @@ KEYS = {
     "params",
 }
 DIRECTIONS = ("minimize", "maximize")
+# The database servers whose storage URL is tried before a search starts.
+SERVERS = ("postgresql", "mysql")
 SAMPLERS = "tpe, random, cmaes, gp, nsgaii, qmc or grid"
 # Optuna's samplers that optimize one objective only.
 SINGLE_OBJECTIVE = ("CmaEsSampler",)
@@ -171,10 +173,12 @@ def check_storage(storage: str | None) -> None:
                 "keep the study in the sweep directory (the default) or name a writable place"
             ) from err
         return
+    if not storage.startswith(SERVERS):
+        return  # another kind of storage: its own code checks it
     import sqlalchemy
 
     try:
-        engine = sqlalchemy.create_engine(storage, connect_args=connect_timeout(storage))
+        engine = sqlalchemy.create_engine(storage, connect_args={"connect_timeout": 5})
         with engine.connect():
             pass
     except Exception as err:  # noqa: BLE001  (a driver's own errors, of many kinds)
@@ -183,13 +187,6 @@ def check_storage(storage: str | None) -> None:
             f"hydra.sweeper.storage={storage}: cannot open it ({reason}); start the database "
             "server or fix the URL, or leave the study in the sweep directory (the default)"
         ) from err
-
-
-def connect_timeout(url: str) -> dict:
-    """A short wait for a database server that does not answer."""
-    if url.startswith(("postgresql", "mysql")):
-        return {"connect_timeout": 5}
-    return {}
 
 
 def sampler_class(sampler: DictConfig):
