@@ -16,8 +16,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from litlab.sweeps.report import make_report
+from litlab.sweeps.space import search_space
 from litlab.sweeps.storage import open_storage
-from litlab.sweeps.studies import search_space
 
 # A job of a few seconds: 20 batches of an MLP per epoch, 2 validation and test batches.
 TINY = [
@@ -38,26 +38,34 @@ def validated_epochs(job: Path) -> list[int]:
 
 
 def test_hydras_sweep_grammar_becomes_optuna_distributions():
-    space, fixed = search_space(
+    space = search_space(
+        {"data.batch_size": "choice(32, 64, 128)", "seed": "range(1, 3)"},
         [
             "model.optimizer.lr=tag(log, interval(0.0001, 0.1))",
-            "data.batch_size=choice(32, 64, 128)",
             "model.net.activation=choice(relu, tanh)",
-            "trainer.max_epochs=range(1, 8, 3)",  # 1, 4, 7: the stop is left out, as in Hydra
+            "trainer.max_epochs=range(1, 7, 3)",  # 1, 4, 7: the stop included
             "model.net.dropout=interval(0, 0.5)",
-            "model.net.hidden=tag(int, interval(16, 64))",
-            "seed=3",
-        ]
+            "model.net.hidden.0=int(interval(16, 64))",
+            "model.net.hidden.1=tag(int, interval(16, 64))",
+            "data.val_size=shuffle(range(1000, 3000, 1000))",
+            "seed=3",  # fixed: out of the search space
+            "~logger",
+        ],
     )
-    assert space == {
-        "model.optimizer.lr": FloatDistribution(0.0001, 0.1, log=True),
+    shuffled = space.distributions.pop("data.val_size")  # Hydra's range: the stop left out
+    assert sorted(shuffled.choices) == [1000, 2000]
+    assert space.distributions == {
         "data.batch_size": CategoricalDistribution([32, 64, 128]),
+        "model.optimizer.lr": FloatDistribution(0.0001, 0.1, log=True),
         "model.net.activation": CategoricalDistribution(["relu", "tanh"]),
         "trainer.max_epochs": IntDistribution(1, 7, step=3),
         "model.net.dropout": FloatDistribution(0, 0.5),
-        "model.net.hidden": IntDistribution(16, 64),
+        "model.net.hidden.0": IntDistribution(16, 64),
+        "model.net.hidden.1": IntDistribution(16, 64),
     }
-    assert fixed == ["seed=3"]
+    assert space.fixed == {"seed": "3"}
+    overrides = space.job_overrides({"data.batch_size": 64})
+    assert overrides == ["data.batch_size=64", "seed=3", "~logger"]
 
 
 def test_a_pruned_trial_ends_early_keeps_its_run_and_stays_pruned_when_resumed(tmp_path, mnist):
@@ -116,8 +124,9 @@ def test_with_two_workers_a_trial_starts_as_soon_as_one_ends_while_another_runs(
         "hydra.launcher.n_jobs=2",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.n_trials=3",
-        "seed=1",  # the sampler's: trials 0 and 1 draw 1 and 40 epochs
+        "seed=3",  # the sampler's: trials 0 and 1 draw 40 and 1 epochs
         "trainer.max_epochs=choice(1, 40)",
+        "callbacks.early_stopping=null",  # a long trial trains its 40 epochs
         *TINY,
         f"hydra.sweep.dir={sweep}",
     )
@@ -204,3 +213,57 @@ def test_a_storage_that_cannot_be_written_is_one_error_line_and_writes_nothing(t
     assert_one_line_error(result, storage, "cannot write")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text() == "a file, not a folder"
+
+
+def test_a_study_named_by_no_one_is_continued_by_a_rerun_and_a_second_one_is_refused(tmp_path):
+    from litlab.errors import LitlabError
+    from litlab.sweeps.studies import OptunaSweeper
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+
+    def sweeper(study_name=None):
+        return OptunaSweeper(None, "maximize", storage, study_name, n_trials=1, n_jobs=1)
+
+    first = sweeper().open_study(["maximize"])
+    first.add_trial(optuna.trial.create_trial(value=0.5))
+    again = sweeper().open_study(["maximize"])  # the rerun: the same study, its trial 1 next
+    assert again.study_name == first.study_name and len(again.trials) == 1
+    with pytest.raises(LitlabError, match="directions"):
+        sweeper().open_study(["maximize", "minimize"])
+    sweeper("another").open_study(["maximize"])
+    with pytest.raises(LitlabError, match="name the one to continue with hydra.sweeper.study_name"):
+        sweeper().open_study(["maximize"])
+
+
+def test_max_failure_rate_judges_batches_of_n_jobs_trials_in_the_order_they_end():
+    from litlab.sweeps.studies import Failures
+
+    failed = RuntimeError("boom")
+    half = Failures(rate=0.5, batch=2)  # as the plugin: more than half of a batch stops it
+    for number, error in enumerate([None, failed, failed, None]):
+        half.ended(number, error, last=number == 3)
+    assert not half.too_many  # 1 of 2 failed in each batch
+    half.ended(4, failed, last=False)
+    half.ended(5, failed, last=False)
+    assert half.too_many and half.verdict().startswith("2 of 2 trials failed")
+    one_at_a_time = Failures(rate=0.5, batch=1)  # n_jobs=1: each trial is its own batch
+    one_at_a_time.ended(0, failed, last=False)
+    assert one_at_a_time.too_many and "trial 0: RuntimeError: boom" in one_at_a_time.verdict()
+    never = Failures(rate=1.0, batch=1)
+    never.ended(0, failed, last=True)
+    assert not never.too_many
+
+
+def test_a_failed_trial_is_told_by_its_error_line():
+    from litlab.cli import user_errors
+    from litlab.errors import LitlabError
+    from litlab.sweeps.studies import failure_line
+
+    with pytest.raises(SystemExit) as ended, user_errors():  # how a job ends on a refusal
+        raise LitlabError("optimized_metric=val/accuracy is not logged by Classifier")
+    assert failure_line(ended.value) == (
+        "error: optimized_metric=val/accuracy is not logged by Classifier"
+    )
+    remote = RuntimeError("job 12 failed\nTraceback ...\nerror: data.data_dir=/x holds no MNIST")
+    assert failure_line(remote) == "error: data.data_dir=/x holds no MNIST"  # submitit's text
+    assert failure_line(ValueError("a\nb is wrong")) == "ValueError: b is wrong"

@@ -263,6 +263,19 @@ def test_the_report_ranks_a_loss_lowest_first_and_lists_unfinished_jobs_last(tmp
     assert next(csv.reader(report.csv.open())) == header
 
 
+def test_the_report_gives_the_values_a_job_ran_with_read_from_its_own_config(tmp_path):
+    fake_job(tmp_path, "0", ["model.net.hidden.0=64", "model.optimizer.lr=1e-3"], {"val/acc": 0.9})
+    fake_job(tmp_path, "1", ["model.net.hidden.0=32", "model.optimizer.lr=1e-2"], {"val/acc": 0.8})
+    for job, hidden, lr in (("0", [16, 16], 0.001), ("1", [32, 16], 0.01)):  # job 0: overridden
+        ran = {"model": {"net": {"hidden": hidden}, "optimizer": {"lr": lr}}}
+        OmegaConf.save(OmegaConf.create(ran), tmp_path / job / "config.yaml")
+    report = make_report(tmp_path, metric="val/acc")
+    assert [job.params for job in report.jobs] == [
+        {"model.net.hidden.0": "16", "model.optimizer.lr": "1e-3"},  # as typed where the same
+        {"model.net.hidden.0": "32", "model.optimizer.lr": "1e-2"},
+    ]
+
+
 def test_the_report_of_a_directory_without_jobs_is_one_error_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         report_main([str(tmp_path)])

@@ -18,6 +18,8 @@ def table(report: Report) -> Table:
     others = sorted({name for job in report.jobs for name in job.metrics} - {report.metric})
     others = [m for m in others if m.startswith("test/") and not m.startswith("test/samples")]
     out = Table(title=f"{len(report.jobs)} jobs ranked by {report.metric} ({report.mode})")
+    if report.front:
+        out.caption = f"* on the Pareto front of {', '.join(report.objectives)}"
     for column in ["#", "job", *report.params]:
         out.add_column(column)
     for column in [report.metric, *others]:
@@ -27,6 +29,7 @@ def table(report: Report) -> Table:
             f"{job.metrics[m]:.4f}" if m in job.metrics else "-" for m in [report.metric, *others]
         ]
         rank = str(i) if scored(job, report.metric) else job.status.replace("finished", "-")
+        rank += " *" if job.name in report.front else ""  # on the Pareto front
         out.add_row(rank, job.name, *(job.params.get(p, "") for p in report.params), *values)
     return out
 

@@ -33,6 +33,7 @@ from litlab.config.compose import group_options, without_hydra
 from litlab.errors import LitlabError, user_errors
 from litlab.run.plan import HANDED, Plan, plan_run
 from litlab.run.resume import asked
+from litlab.sweeps.settings import check_sweeper, objective_values
 from litlab.sweeps.studies import trial_callback
 
 # What Lightning's DDP launcher sets in the environment of the process that starts the ranks.
@@ -96,7 +97,7 @@ def hydra_job(cfg: DictConfig) -> float | None:
         cfg = trial_callback(cfg, job)
         plan = plan_run(cfg, list(job.overrides.task), job.runtime.choices)
         metrics = run_here(plan)
-    return metrics.get(plan.config.get("optimized_metric"))
+    return objective_values(metrics, plan.config.get("optimized_metric"))
 
 
 def run_here(plan: Plan) -> dict:
@@ -205,6 +206,7 @@ def check_sweep(argv: list[str]) -> None:
         values[key] = swept
     first = [f"{key}={swept[0]}" for key, swept in values.items() if swept]
     cfg = compose_command(name, [*fixed, *first], hydra=True)
+    check_sweeper(cfg, overrides_of(args))
     for key, swept in values.items():  # every choice and value swept must fit too
         for value in swept[1:]:
             job = compose_command(name, [*fixed, *first, f"{key}={value}"])

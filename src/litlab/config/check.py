@@ -69,7 +69,7 @@ class TrainConfig(TypedDict, total=False):
     float32_matmul_precision: MatmulPrecision
     monitor: str
     monitor_mode: Mode
-    optimized_metric: str | None
+    optimized_metric: str | list[str] | None  # a list: the objectives of a search
     train: bool
     test: bool
     ckpt_path: str | None

@@ -118,10 +118,15 @@ class LitModule(L.LightningModule):
             self.val_best.update(self.metrics[f"val_{name}"].compute())
             best = self.val_best.compute()  # the same on every rank: its input was reduced
             self.log(f"val/{name}_best", best, prog_bar=True, sync_dist=True)
+            self.log(objective.PARAMETERS, float(self.parameter_count), sync_dist=False)
         self.log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
         self.log_epoch("test")
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
     def configure_callbacks(self):
         trainer = self._trainer

@@ -29,7 +29,7 @@ class Job:
     name: str  # the job's directory, relative to the multirun directory
     params: dict[str, str]  # override key -> value, as typed or sampled
     metrics: dict[str, float] = field(default_factory=dict)  # empty: the job did not finish
-    optimized_metric: str | None = None
+    optimized_metric: list[str] | None = None  # the metrics its search optimized
     status: str = "finished"  # "unfinished": no metrics.json yet; "pruned": stopped by Optuna
 
 
@@ -98,6 +98,8 @@ class Report:
     csv: Path
     plots: list[Path]
     comparison: Comparison | None = None
+    objectives: list[str] = field(default_factory=list)  # a multi-objective search's metrics
+    front: set[str] = field(default_factory=set)  # the jobs on its Pareto front
 
     @property
     def by_seed(self) -> bool:
@@ -127,7 +129,10 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
         status = "pruned" if run.pruned() else "finished" if metrics else "unfinished"
         job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, metrics, status=status)
         if run.config_file.is_file():
-            job.optimized_metric = run.config().get("optimized_metric")
+            config = run.config()
+            optimized = config.get("optimized_metric")
+            job.optimized_metric = objective.objectives(optimized) if optimized else None
+            job.params = ran_with(config, params)
         jobs.append(job)
     if not jobs:
         raise LitlabError(
@@ -135,6 +140,17 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
             "a sweep (litlab-train -m ...) wrote"
         )
     return sorted(jobs, key=lambda job: _natural(job.name))
+
+
+def ran_with(config, params: dict[str, str]) -> dict[str, str]:
+    """A job's overrides with the values its own config ran with, where a later override (or
+    the config itself) gave a key another value than the one typed or sampled."""
+    ran = {}
+    for key, value in params.items():
+        used = OmegaConf.select(config, key, default=None)
+        scalar = used is not None and not OmegaConf.is_config(used)
+        ran[key] = str(used) if scalar and not _same(str(used), value) else value
+    return ran
 
 
 def _natural(name: str) -> list[tuple]:
@@ -263,19 +279,22 @@ def paired(configs: list[Config], first: str, second: str, metric: str, mode: st
 def default_metric(jobs: list[Job]) -> str:
     """The metric the sweep optimized (`optimized_metric`), else validation accuracy or loss."""
     names = {name for job in jobs for name in job.metrics}
-    for name in [*(job.optimized_metric for job in jobs), "val/acc_best", "val/loss_best"]:
+    optimized = [name for job in jobs for name in objective.objectives(job.optimized_metric)]
+    for name in [*optimized, "val/acc_best", "val/loss_best"]:
         if name in names:
             return name
     raise LitlabError("no job has finished (no metrics.json yet); wait for the sweep")
 
 
-def write_csv(jobs: list[Job], params: list[str], path: Path) -> Path:
-    """One row per job (in the given order): its status, swept parameters, then every metric."""
+def write_csv(jobs: list[Job], params: list[str], path: Path, front: set[str] = ()) -> Path:
+    """One row per job (in the given order): its status (`pareto` on a multi-objective search's
+    front), swept parameters, then every metric."""
     metrics = sorted({name for job in jobs for name in job.metrics})
     rows = [["job", "status", *params, *metrics]]
     for job in jobs:
         row = [job.params.get(key, "") for key in params]
-        rows.append([job.name, job.status, *row, *(job.metrics.get(m, "") for m in metrics)])
+        status = "pareto" if job.name in front else job.status
+        rows.append([job.name, status, *row, *(job.metrics.get(m, "") for m in metrics)])
     return _write_rows(rows, path)
 
 
@@ -325,6 +344,39 @@ def _save(fig, path: Path) -> Path:
     with replacing(path) as f:
         fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
     return path
+
+
+def pareto_front(points: dict[str, list[float]], modes: list[str]) -> set[str]:
+    """The names of the `points` (name -> one value per objective) that no other point beats
+    on every objective (each objective "max" or "min", as `modes` say)."""
+    signs = [1 if mode == "max" else -1 for mode in modes]
+
+    def beats(a, b) -> bool:
+        pairs = [(s * x, s * y) for x, y, s in zip(a, b, signs, strict=True)]
+        return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+    return {n for n, p in points.items() if not any(beats(q, p) for q in points.values())}
+
+
+def plot_front(points: dict[str, list[float]], metrics: list[str], path: Path) -> Path:
+    """Two objectives of each job against each other, the Pareto front marked and joined."""
+    from matplotlib.figure import Figure
+
+    front = pareto_front(points, [objective.mode(m) for m in metrics])
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    rest = [p for n, p in points.items() if n not in front]
+    ax.scatter([p[0] for p in rest], [p[1] for p in rest], color="0.6", label="dominated")
+    best = sorted(points[n] for n in front)
+    ax.plot([p[0] for p in best], [p[1] for p in best], "o-", color="C3", label="Pareto front")
+    for name in front:
+        ax.annotate(name, points[name], textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(metrics[0])
+    ax.set_ylabel(metrics[1])
+    ax.set_title(f"{len(front)} of {len(points)} jobs on the Pareto front")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
 
 
 def plot(jobs: list[Job], param: str, metric: str, path: Path) -> Path:
@@ -421,8 +473,24 @@ def make_report(
             report.plots.append(plot_means(configs, param, report.config_params, metric, path))
         else:
             report.plots.append(plot(jobs, param, metric, path))
+    report.objectives = multi_objective(jobs)
+    if report.objectives:
+        finished = [job for job in jobs if all(scored(job, m) for m in report.objectives)]
+        points = {job.name: [job.metrics[m] for m in report.objectives] for job in finished}
+        report.front = pareto_front(points, [objective.mode(m) for m in report.objectives])
+        if len(report.objectives) == 2:
+            path = plot_front(points, report.objectives, multirun_dir / "report_pareto.png")
+            report.plots.append(path)
     if report.by_seed:
         write_config_csv(configs, report.config_params, metric, report.csv)
     else:
-        write_csv(jobs, params, report.csv)
+        write_csv(jobs, params, report.csv, report.front)
     return report
+
+
+def multi_objective(jobs: list[Job]) -> list[str]:
+    """The metrics of a multi-objective search its jobs ran for; none for another sweep."""
+    for job in jobs:
+        if job.optimized_metric and len(job.optimized_metric) > 1:
+            return job.optimized_metric
+    return []

@@ -15,6 +15,11 @@ With a pruner, each job reports its `optimized_metric` to its trial after every 
 the storage (litlab.sweeps.pruning.Pruning), and stops early when the pruner says so; its
 metrics.json says `"pruned": true`, and the trial is told as pruned.
 
+The search space is read as hydra-optuna-sweeper reads it (litlab.sweeps.space), its settings are
+checked before anything is written (litlab.sweeps.settings), and `optimization_results.yaml`
+holds the values each job's own config ran with: the best trial's, or for several objectives
+(`optimized_metric` a list) the Pareto front's.
+
 Optuna is imported only once a search starts: Hydra imports every plugin module at each start.
 """
 
@@ -23,16 +28,17 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoo
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, Transformer
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litlab.errors import LitlabError, user_errors
+from litlab.objective import objectives
 from litlab.run.directory import RunDir
-from litlab.sweeps.storage import check_heartbeat, check_storage, fail_stale_trials, open_storage
+from litlab.sweeps.settings import check_sweeper, directions, make_sampler
+from litlab.sweeps.space import grid_size, load_function
+from litlab.sweeps.storage import check_storage, fail_stale_trials, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -72,61 +78,34 @@ def check_search(pruner: str | None, storage: str | None) -> None:
     check_storage(storage)
 
 
-def search_space(arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Optuna distributions for the swept overrides, in Hydra's sweep grammar: `choice(...)`,
-    `range(...)` and `interval(...)` (tagged `log` for a log scale, `int` for integers); and the
-    overrides that are plain values, passed to every job as they are."""
-    space, fixed = {}, []
-    for override in OverridesParser.create().parse_overrides(arguments):
-        if override.is_sweep_override():
-            space[override.get_key_element()] = distribution(override)
-        else:
-            fixed.append(override.input_line)
-    return space, fixed
-
-
-def distribution(override: Override):
-    """One swept override as an Optuna distribution."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    value = override.value()
-    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
-    if override.is_range_sweep():  # as Hydra's range: the stop value is left out
-        values = list(override.sweep_iterator())
-        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
-            return IntDistribution(values[0], values[-1], step=value.step)
-        return FloatDistribution(values[0], values[-1], step=value.step)
-    log_scale = "log" in value.tags
-    if "int" in value.tags:  # Hydra reads an interval's bounds as floats
-        return IntDistribution(int(value.start), int(value.end), log=log_scale)
-    return FloatDistribution(value.start, value.end, log=log_scale)
-
-
-def outcome(job_dir: Path, metric: str) -> tuple[str, float | None]:
-    """What a trial's job reached, from its metrics.json: ("COMPLETE", value), ("PRUNED", None),
-    or ("FAIL", None) for a job that left no `metric`."""
+def outcome(job_dir: Path, metrics: list[str]) -> tuple[str, list[float] | None]:
+    """What a trial's job reached, from its metrics.json: ("COMPLETE", the values of `metrics`),
+    ("PRUNED", None), or ("FAIL", None) for a job that left one of them out."""
     job = RunDir(job_dir)
     if job.pruned():
         return "PRUNED", None
-    value = job.metrics().get(metric)
-    if value is None:
-        log.warning("trial %s left no %s in %s: failed", job_dir.name, metric, job.metrics_file)
+    reached = job.metrics()
+    missing = [metric for metric in metrics if reached.get(metric) is None]
+    if missing:
+        log.warning("trial %s left no %s in %s: failed", job_dir.name, missing[0], job.metrics_file)
         return "FAIL", None
-    return "COMPLETE", value
+    return "COMPLETE", [reached[metric] for metric in metrics]
 
 
-def tell(study, number: int, job_dir: Path, metric: str) -> str:
+def tell(study, number: int, job_dir: Path, metrics: list[str]) -> str:
     """Tell the study how trial `number` ended; its state's name."""
     from optuna.trial import TrialState
 
-    state, value = outcome(job_dir, metric)
-    # Another submitter of the study may have told it first, or failed it as stale.
-    study.tell(number, value, state=TrialState[state], skip_if_finished=True)
+    state, values = outcome(job_dir, metrics)
+    try:  # another submitter of the study may have told it first, or failed it as stale
+        study.tell(number, values, state=TrialState[state], skip_if_finished=True)
+    except RuntimeError as err:  # the grid sampler stops a study once its grid is done
+        if "Study.stop" not in str(err):
+            raise
     return state
 
 
-def settle(study, sweep_dir: Path, metric: str) -> None:
+def settle(study, sweep_dir: Path, metrics: list[str]) -> None:
     """Tell an Optuna `study` the results of its trials still marked running whose jobs have
     ended (those of a submitter that was stopped). A job still running may be another
     submitter's, which tells it; one that died is failed by its heartbeat, where there is one."""
@@ -135,7 +114,45 @@ def settle(study, sweep_dir: Path, metric: str) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         job_dir = sweep_dir / str(trial.number)
         if RunDir(job_dir).metrics_file.is_file():
-            tell(study, trial.number, job_dir, metric)
+            tell(study, trial.number, job_dir, metrics)
+
+
+def failure_line(error: BaseException) -> str:
+    """What a failed job's error says, in one line: its `error:` line where it printed one."""
+    seen = error
+    while seen is not None:  # litlab's refusal, raised from within the job
+        if isinstance(seen, LitlabError):
+            return f"error: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    text = str(error)
+    said = [line.strip() for line in text.splitlines() if line.strip().startswith("error:")]
+    if said:  # a job in another process printed it (submitit, slurm)
+        return said[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
+
+
+def ran_with(job_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The values a trial's job ran with for the keys Optuna sampled, read from the job's own
+    config (a config group's: the option Hydra chose); `params` where the job wrote none."""
+    job = RunDir(job_dir)
+    if not job.config_file.is_file():
+        return dict(params)
+    config = job.config()
+    hydra_file = job_dir / ".hydra" / "hydra.yaml"
+    choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.is_file() else {}
+    values = {}
+    for key, sampled in params.items():
+        name = key.lstrip("+~")
+        value = OmegaConf.select(config, name, default=sampled)
+        if OmegaConf.is_config(value):  # a config group
+            value = choices.get(name, sampled)
+        if value != sampled:
+            log.warning(
+                "trial %s ran with %s=%s, not the %s sampled", job_dir.name, key, value, sampled
+            )
+        values[key] = value
+    return values
 
 
 def trial_callback(cfg: DictConfig, hydra_cfg: DictConfig) -> DictConfig:
@@ -192,7 +209,7 @@ class OptunaSweeper(Sweeper):
     def __init__(
         self,
         sampler: Any,
-        direction: str,
+        direction: Any,
         storage: str | None,
         study_name: str | None,
         n_trials: int,
@@ -200,12 +217,13 @@ class OptunaSweeper(Sweeper):
         pruner: str | None = None,
         batch_synchronous: bool = False,
         max_failure_rate: float = 0.0,
+        custom_search_space: str | None = None,
         params: DictConfig | None = None,
         heartbeat_interval: int | None = None,
         grace_period: int | None = None,
         max_retry: int | None = 1,
     ) -> None:
-        self.sampler = sampler
+        self.sampler = sampler  # its config: made once the search space is known
         self.direction = direction
         self.storage = storage
         self.study_name = study_name
@@ -214,6 +232,7 @@ class OptunaSweeper(Sweeper):
         self.pruner = pruner
         self.batch_synchronous = batch_synchronous
         self.max_failure_rate = max_failure_rate
+        self.custom_search_space = custom_search_space
         self.params = params or {}
         self.heartbeat = {
             "heartbeat_interval": heartbeat_interval,
@@ -225,8 +244,7 @@ class OptunaSweeper(Sweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         with user_errors():
-            check_search(self.pruner, self.storage)
-            check_heartbeat(self.storage, **self.heartbeat)
+            check_sweeper(config)
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
@@ -239,68 +257,163 @@ class OptunaSweeper(Sweeper):
 
         return 1 if isinstance(self.launcher, BasicLauncher) else max(self.n_jobs, 1)
 
+    def open_study(self, wanted: list[str]):
+        """The study in `storage` named `study_name`, made where there is none. Without a
+        name, the storage's one study continues (a rerun of the search), or a new one is made."""
+        import optuna
+
+        storage = open_storage(self.storage, **self.heartbeat) if self.storage else None
+        name = self.study_name
+        if name is None and storage is not None:
+            existing = optuna.get_all_study_names(storage)
+            if len(existing) > 1:
+                raise LitlabError(
+                    f"hydra.sweeper.storage={self.storage} holds the studies "
+                    f"{', '.join(existing)}; "
+                    "name the one to continue with hydra.sweeper.study_name=<name>"
+                )
+            name = existing[0] if existing else None
+        study = optuna.create_study(
+            study_name=name, storage=storage, directions=wanted, load_if_exists=True
+        )
+        if [d.name.lower() for d in study.directions] != wanted:
+            raise LitlabError(
+                f"study {study.study_name} in {self.storage} has the directions "
+                f"{[d.name.lower() for d in study.directions]}, not {wanted}; name another "
+                "study with hydra.sweeper.study_name=<name>"
+            )
+        return study
+
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
+        with user_errors():
+            space = check_sweeper(self.config, arguments)
+            wanted = directions(self.direction)
+            sampler = make_sampler(self.sampler, space, wanted)
+            study = self.open_study(wanted)
+        study.sampler = sampler
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        metric = self.config.optimized_metric
-        space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + arguments)
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=open_storage(self.storage, **self.heartbeat) if self.storage else None,
-            sampler=self.sampler,
-            direction=self.direction,
-            load_if_exists=True,
-        )
-        settle(study, sweep_dir, metric)
+        metrics = objectives(self.config.optimized_metric)
+        settle(study, sweep_dir, metrics)
         if study.trials:  # a seeded sampler would draw its first trials' params again
-            self.sampler.reseed_rng()
+            study.sampler.reseed_rng()
         log.info("study %s: %d trials so far", study.study_name, len(study.trials))
+        n_trials = self.n_trials
+        if isinstance(sampler, optuna.samplers.GridSampler):
+            n_trials = min(n_trials, grid_size(space.distributions))
+        custom = load_function(self.custom_search_space) if self.custom_search_space else None
+        # Jobs find their study by name (pruning), also where Optuna named it.
+        named = [] if self.study_name else [f"hydra.sweeper.study_name={study.study_name}"]
+
+        def ask():
+            fail_stale_trials(study)  # a killed job's trial is asked again
+            trial = study.ask(space.distributions)
+            for key, value in space.fixed.items():
+                trial.set_user_attr(key, value)
+            if custom is not None:
+                custom(self.config, trial)
+                overlap = sorted(trial.params.keys() & space.fixed.keys())
+                if overlap:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    raise LitlabError(
+                        f"{self.custom_search_space} samples {overlap[0]}, which the command "
+                        "line fixes; leave it to one of them"
+                    )
+            return trial
 
         def launch(trial) -> None:
-            params = [f"{key}={value}" for key, value in trial.params.items()]
-            (ret,) = self.launcher.launch([[*params, *fixed]], initial_job_idx=trial.number)
+            overrides = [*space.job_overrides(trial.params), *named]
+            (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
             ret.return_value  # noqa: B018  (raises the job's error)
 
         slots = self.parallel()
         until = ALL_COMPLETED if self.batch_synchronous else FIRST_COMPLETED
-        asked, ended, failures = 0, 0, []
+        asked, failures = 0, Failures(self.max_failure_rate, max(self.n_jobs, 1))
         running: dict[Future, int] = {}  # each job in flight, and its trial's number
         with ThreadPoolExecutor(slots) if slots > 1 else _Inline() as pool:
-            while running or (asked < self.n_trials and not self.too_many(failures, ended)):
-                while asked < self.n_trials and len(running) < slots:
-                    if self.too_many(failures, ended):
-                        break
-                    fail_stale_trials(study)  # a killed job's trial is asked again
-                    trial = study.ask(space)
+            while running or (asked < n_trials and not failures.too_many):
+                while asked < n_trials and len(running) < slots and not failures.too_many:
+                    with user_errors():
+                        trial = ask()
                     running[pool.submit(launch, trial)] = trial.number
                     asked += 1
                 done, _ = wait(running, return_when=until)
-                for future in done:
-                    number, ended = running.pop(future), ended + 1
-                    if future.exception() is None:
-                        tell(study, number, sweep_dir / str(number), metric)
+                for future in sorted(done, key=running.get):
+                    number = running.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        tell(study, number, sweep_dir / str(number), metrics)
                     else:
                         study.tell(
                             number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True
                         )
-                        log.warning("trial %d failed: %s", number, future.exception())
-                        failures.append(future.exception())
-        if self.too_many(failures, ended):
-            raise failures[0]
-        self.save_results(study, sweep_dir)
+                        log.warning("trial %d failed: %s", number, failure_line(error))
+                    failures.ended(number, error, last=asked == n_trials and not running)
+        save_results(study, sweep_dir, metrics)
+        if failures.too_many:
+            with user_errors():
+                raise LitlabError(failures.verdict())
 
-    def too_many(self, failures: list, ended: int) -> bool:
-        """Whether so many trials failed that the search stops (`max_failure_rate`)."""
-        return len(failures) > self.max_failure_rate * ended
 
-    def save_results(self, study, sweep_dir: Path) -> None:
-        """The best trial's params and value, in `<sweep>/optimization_results.yaml`."""
+class Failures:
+    """When failed trials stop a search, as hydra-optuna-sweeper counts them: by batches of
+    `n_jobs` trials, stopping after a batch in which more than `rate` of the trials failed.
+    Trials that run asynchronously make their batches in the order they end."""
+
+    def __init__(self, rate: float, batch: int):
+        self.rate, self.batch = rate, batch
+        self.current: list[tuple[int, BaseException | None]] = []
+        self.stopping: list[tuple[int, BaseException | None]] | None = None
+
+    def ended(self, number: int, error: BaseException | None, last: bool) -> None:
+        self.current.append((number, error))
+        if len(self.current) < self.batch and not last:
+            return
+        failed = [e for _, e in self.current if e is not None]
+        if self.stopping is None and len(failed) > self.rate * len(self.current):
+            self.stopping = self.current
+        self.current = []
+
+    @property
+    def too_many(self) -> bool:
+        return self.stopping is not None
+
+    def verdict(self) -> str:
+        failed = [(n, e) for n, e in self.stopping if e is not None]
+        number, error = failed[0]
+        return (
+            f"{len(failed)} of {len(self.stopping)} trials failed (more than "
+            f"hydra.sweeper.max_failure_rate={self.rate}); trial {number}: "
+            f"{failure_line(error).removeprefix('error: ')}"
+        )
+
+
+def save_results(study, sweep_dir: Path, metrics: list[str]) -> None:
+    """The best trial's params and value in `<sweep>/optimization_results.yaml`, or for several
+    objectives the Pareto front's (`solutions`); each with the values its job ran with."""
+    if len(study.directions) > 1:
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        if not front:
+            log.warning("no trial of study %s has completed", study.study_name)
+            return
+        solutions = [
+            {
+                "trial": t.number,
+                "params": ran_with(sweep_dir / str(t.number), t.params),
+                "values": t.values,
+            }
+            for t in front
+        ]
+        log.info("Pareto front of %s: trials %s", metrics, [t.number for t in front])
+        results = {"name": "optuna", "metrics": metrics, "solutions": solutions}
+    else:
         try:
             best = study.best_trial
         except ValueError:  # no trial completed (all pruned or failed)
             log.warning("no trial of study %s has completed", study.study_name)
             return
-        log.info("best value %s with %s", best.value, best.params)
-        results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+        params = ran_with(sweep_dir / str(best.number), best.params)
+        log.info("best value %s with %s", best.value, params)
+        results = {"name": "optuna", "best_params": params, "best_value": best.value}
+    OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")

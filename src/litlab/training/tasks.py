@@ -42,7 +42,8 @@ def check_monitor(cfg: DictConfig, model: L.LightningModule) -> None:
     be metrics this model logs."""
     metrics = getattr(model, "metrics", {})
     logged = {key.replace("_", "/", 1) for key in metrics}  # val_acc -> val/acc
-    logged |= {f"val/{model.best_of}_best"} if hasattr(model, "best_of") else set()
+    if hasattr(model, "best_of"):  # litlab's models: also their best and their size
+        logged |= {f"val/{model.best_of}_best", objective.PARAMETERS}
     validation = sorted(key for key in logged if key.startswith("val/"))
     if validation and cfg.get("monitor") not in validation:
         raise LitlabError(
@@ -50,12 +51,12 @@ def check_monitor(cfg: DictConfig, model: L.LightningModule) -> None:
             f"{', '.join(validation)}); use an experiment made for this model "
             "(e.g. experiment=vae_mlp) or set monitor="
         )
-    optimized = cfg.get("optimized_metric")
-    if logged and optimized is not None and optimized not in logged:
-        raise LitlabError(
-            f"optimized_metric={optimized} is not logged by {type(model).__name__}; "
-            f"set optimized_metric= to one of {', '.join(sorted(logged))}"
-        )
+    for optimized in objective.objectives(cfg.get("optimized_metric")):  # one, or several
+        if logged and optimized not in logged:
+            raise LitlabError(
+                f"optimized_metric={optimized} is not logged by {type(model).__name__}; "
+                f"set optimized_metric= to one of {', '.join(sorted(logged))}"
+            )
 
 
 def _instances(group: DictConfig | None) -> list:
