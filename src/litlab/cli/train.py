@@ -29,6 +29,7 @@ from litlab.cli import (
 from litlab.config.check import check_config
 from litlab.config.compose import without_hydra
 from litlab.errors import LitlabError
+from litlab.run.directory import check_runs_below
 from litlab.run.resume import asked, resumed_config, resuming, starting_checkpoint
 from litlab.sweeps.studies import trial_callback
 
@@ -78,6 +79,7 @@ def check_sweep(argv: list[str]) -> None:
     args = hydra_arguments(argv)
     if not sweeping(argv) or composes_elsewhere(args):
         return
+    check_runs_below(_value(argv, "hydra.sweep.dir"), _value(argv, "trust_run") is True)
     name = args.config_name or "train"
     fixed, values = [], {}  # values: each swept key's values (none for Optuna's ranges)
     for override in OverridesParser.create().parse_overrides(overrides_of(args)):
