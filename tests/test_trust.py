@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import DATA_DIR, compose, run_cli
+from test_startup import error_line, imports_of
 from test_travel import error_lines, files
 
 import litlab
@@ -150,8 +151,10 @@ def test_each_refusal_says_how_to_trust_the_run_unless_nothing_can(tmp_path):
     line = target_problem("torch.utils.tensorboard.SummaryWriter", trusted=False)
     assert "pass trust_run=true (trust_run=True for litlab.load_run)" in line
     assert target_problem("torch.utils.tensorboard.SummaryWriter", trusted=True) is None
-    for target in ("builtins.open", "os.system", "eval", "exec", "subprocess.Popen", "os.popen"):
+    never = ("builtins.open", "builtins.eval", "builtins.exec", "os.system", "os.popen")
+    for target in (*never, "subprocess.Popen", "subprocess.run", "threading.Thread"):
         assert "refused even with trust_run=true" in target_problem(target, trusted=True), target
+    assert "names a module that is not here (eval)" in target_problem("eval", trusted=True)
     for doctored, (section, added, _) in pwned(tmp_path / "PWNED").items():
         if "trusted" not in doctored and "logger" not in doctored:
             config = {"model": {"net": {}, "optimizer": {}}, "data": {}, "callbacks": {}}
@@ -268,3 +271,52 @@ def test_a_doctored_sweep_is_neither_continued_nor_reported(tmp_path, mnist_mlp_
         assert result.returncode == 2 and len(errors) == 1, (tool, result.stderr[-3000:])
         assert errors[0].startswith(f"error: {sweep / '1' / 'config.yaml'}: {message}"), errors
         assert not target.exists() and files(tmp_path) == before, tool
+
+
+@pytest.mark.parametrize("tool", ["eval", "predict", "export", "train"])
+def test_a_doctored_run_is_refused_before_torch_is_imported(tmp_path, tool):
+    """The check reads sources; it imports none of what it reads (the start-up benchmark times
+    it)."""
+    run = RunDir(tmp_path / "run")
+    run.write_config(compose(run.path, "experiment=mlp_relu"))
+    (run.path / "checkpoints").mkdir()
+    (run.path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    section, added, message = pwned(tmp_path / "PWNED")["builtins.open"]
+    doctor(run.path, section, added)
+    args = {
+        "eval": [f"run_dir={run.path}"],
+        "predict": [f"run_dir={run.path}", f"inputs={tmp_path}"],
+        "export": [f"run_dir={run.path}"],
+        "train": ["resume=auto", f"hydra.run.dir={run.path}"],
+    }[tool]
+    before = files(tmp_path)
+    result, imported = imports_of(*args, cwd=tmp_path, tool=tool)
+    assert message in error_line(result) and imported == []
+    assert files(tmp_path) == before
+
+
+def test_a_litlab_yaml_that_comes_with_the_run_counts_for_nothing(tmp_path, mnist_mlp_run):
+    """Run from inside a doctored run (or its sweep), its own litlab.yaml does not make the
+    module it brings a project's."""
+    target = tmp_path / "PWNED"
+    sweep = tmp_path / "sweep"
+    run = sweep / "0"
+    shutil.copytree(mnist_mlp_run, run)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["net"] = {"_target_": "brought.Net"}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    for folder in (run, sweep):
+        (folder / "litlab.yaml").write_text("modules: [brought]\n")
+        (folder / "brought.py").write_text(f"open({str(target)!r}, 'w')\n\nclass Net:\n    pass\n")
+    before = files(tmp_path)
+    for cwd in (run, sweep):
+        result = run_cli("litlab-eval", f"run_dir={run}", cwd=cwd)
+        errors = error_lines(result)
+        assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+        assert (
+            "model.net._target_=brought.Net is a class of brought, not one litlab trusts"
+            in (errors[0])
+        )
+        assert "modules: [brought]" not in errors[0]  # no hint to trust what came along
+        assert not target.exists() and files(tmp_path) == before

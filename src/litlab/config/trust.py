@@ -8,11 +8,14 @@ own modules, which its `litlab.yaml` (in the folder litlab runs from) names:
 
     modules: [my_nets]
 
-`trust_run=true` lets any other class through; what is not a class (a function, a method,
-a name no Python source defines, such as `builtins.open` or `eval`) is refused even then:
-a class that takes a callable (LambdaLR's `lr_lambda`) then gets a class too. Interpolations
-that call resolvers are refused as well: a run's config.yaml holds resolved values, and
-`${oc.decode:...}` could make a target out of a string.
+A `litlab.yaml` that comes with the run (in the run or its sweep, as the working directory)
+counts for nothing. `trust_run=true` lets any other class through. Refused even then: what is
+not a class (a function, a method, a name no Python source defines, such as `builtins.open`),
+so that a class taking a callable (LambdaLR's `lr_lambda`) gets a class too; the classes of
+Python's own modules that run programs or code (`NEVER`); and the resolvers that build config
+nodes out of strings (`${oc.decode:...}` could make a target): a run litlab writes holds
+resolved values, and one saved unresolved may call only those that give back plain values
+(`RESOLVERS`).
 
 Pure: the classes are told from functions by reading the source files that define them with
 `ast` (following re-exports and star imports as Python would); nothing named is imported, and
@@ -59,13 +62,18 @@ NEVER = (
 )  # fmt: skip
 PROJECT_FILE = "litlab.yaml"
 HOW_TO_TRUST = "trust_run=true (trust_run=True for litlab.load_run)"
-# An interpolation that only points to another key (`${data.num_classes}`, `${..width}`).
-_REFERENCE = re.compile(r"\$\{[\w.\[\]-]*\}")
+# The resolvers a run's config may call: litlab's own, and OmegaConf's and Hydra's that give
+# back plain values (not oc.decode or oc.create, which build nodes out of strings).
+RESOLVERS = {
+    "objective_mode", "objective_direction", "fastest_cpu_precision", "hydra_choice", "run_id",
+    "now", "oc.env", "oc.select",
+}  # fmt: skip
+_RESOLVER = re.compile(r"\$\{\s*([^\s:{}$]*)\s*:")
 
 
-def project_modules(folder: Path | None = None) -> tuple[str, ...]:
-    """The modules the project in `folder` (the working directory) names as its own."""
-    path = (folder or Path.cwd()) / PROJECT_FILE
+def project_modules(folder: Path) -> tuple[str, ...]:
+    """The modules the project in `folder` names as its own."""
+    path = folder / PROJECT_FILE
     if not path.is_file():
         return ()
     try:
@@ -245,14 +253,22 @@ def _below(module: str, roots: tuple[str, ...]) -> bool:
     return any(module == root or module.startswith(f"{root}.") for root in roots)
 
 
-def target_problem(target: object, trusted: bool, modules: tuple[str, ...] = ()) -> str | None:
+def target_problem(
+    target: object, trusted: bool, modules: tuple[str, ...] = (), project: Path | None = None
+) -> str | None:
     """Why a run may not name `target` (None: it may). `trusted`: the user trusts the run;
-    `modules`: the project's own."""
+    `modules`: the project's own, in the folder `project`."""
     if not isinstance(target, str):
         return "is not a dotted path"
     if "${" in target:
         return "is an interpolation; a run's config.yaml names its classes as written"
     found = named(target)
+    top = target.split(".")[0]
+    if found.kind is None and found.through == (top,) and locate(top) is None:
+        return (
+            f"names a module that is not here ({top}); run litlab from the project's folder "
+            f"(the one holding {top}.py), or install it"
+        )
     if found.kind != "class":
         what = {
             "function": "a function",
@@ -275,9 +291,9 @@ def target_problem(target: object, trusted: bool, modules: tuple[str, ...] = ())
     if strange is None and _below(found.module, (*TRUSTED, *modules)):
         return None
     where = strange or found.module
-    top = where.split(".")[0]
+    top = where.split(".")[0]  # the package to name in litlab.yaml
     own = ""
-    if _in_project(top):
+    if project is not None and _in_project(top, project):
         own = f"; or name your project's module in {PROJECT_FILE} (modules: [{top}])"
     return (
         f"is a class of {where}, not one litlab trusts in a run it did not make (those of "
@@ -287,28 +303,39 @@ def target_problem(target: object, trusted: bool, modules: tuple[str, ...] = ())
     )
 
 
-def _in_project(module: str) -> bool:
-    """Whether `module` is a file or package of the working directory (the project)."""
+def _in_project(module: str, project: Path) -> bool:
+    """Whether `module` is a file or package of the folder `project`."""
     found = locate(module)
     origin = found and (found[0] or next(iter(found[1]), None))
-    return bool(origin) and Path(origin).resolve().is_relative_to(Path.cwd().resolve())
+    return bool(origin) and Path(origin).resolve().is_relative_to(project)
 
 
-def check_run_targets(config: dict, trusted: bool = False, folder: Path | None = None) -> None:
+def project_of(run: Path) -> Path | None:
+    """The project's folder, the working directory; None where that is the run, in it, or its
+    sweep: what a run brings along is not the project's."""
+    here, run = Path.cwd().resolve(), run.resolve()
+    sweep = run.parent if (run.parent / "multirun.yaml").is_file() else run
+    return None if here.is_relative_to(run) or here == sweep else here
+
+
+def check_run_targets(config: dict, trusted: bool = False, project: Path | None = None) -> None:
     """Refuse the first thing in a run's `config` (a plain container, not resolved) that would
-    run code of its own making when built: a `_target_` that is not a trusted class, or an
-    interpolation calling a resolver. `folder`: the project's (the working directory)."""
-    modules = project_modules(folder)
+    run code of its own making when built: a `_target_` that is not a trusted class, or a
+    resolver that may build one. `project`: the project's folder (see `project_of`)."""
+    modules = project_modules(project) if project else ()
     for where, value in _items(config, ""):
         if where.endswith("._target_") or where == "_target_":
-            problem = target_problem(value, trusted, modules)
+            problem = target_problem(value, trusted, modules, project)
             if problem is not None:
                 raise LitlabError(f"{where}={value} {problem}")
-        elif isinstance(value, str) and "${" in _REFERENCE.sub("", value):
-            raise LitlabError(
-                f"{where}={value} calls a resolver: a run's config.yaml holds resolved values "
-                "(refused even with trust_run=true)"
-            )
+        elif isinstance(value, str):
+            called = set(_RESOLVER.findall(value)) - RESOLVERS
+            if called:
+                raise LitlabError(
+                    f"{where}={value} calls the resolver {sorted(called)[0]}, which may build a "
+                    "target out of a string; a run litlab writes holds resolved values "
+                    "(refused even with trust_run=true)"
+                )
 
 
 def _items(node, prefix: str) -> Iterator[tuple[str, object]]:
@@ -330,7 +357,8 @@ def check_run_config(cfg: DictConfig, config_file: Path, trusted: bool = False) 
     """Check a run's config before anything is built from it: what it names (see the module's
     words), then every value, as litlab-train checks a new config; one line naming the file."""
     try:
-        check_run_targets(OmegaConf.to_container(cfg), trusted)
+        project = project_of(config_file.parent)
+        check_run_targets(OmegaConf.to_container(cfg), trusted, project)
         check_config(cfg)
     except LitlabError as err:
         raise LitlabError(f"{config_file}: {err}") from None
