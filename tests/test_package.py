@@ -118,6 +118,7 @@ def test_a_project_of_its_own_on_the_installed_package(installed, tmp_path, mnis
     (project / "conf" / "model").mkdir(parents=True)
     (project / "conf" / "experiment").mkdir()
     (project / "my_nets.py").write_text(NET)
+    (project / "litlab.yaml").write_text("modules: [my_nets]\n")  # its runs may name it
     (project / "conf" / "model" / "tiny_cnn.yaml").write_text(MODEL)
     (project / "conf" / "experiment" / "my_exp.yaml").write_text(EXPERIMENT)
     where = run(installed, "python", "-c", "import litlab; print(litlab.CONFIG_DIR)", cwd=project)

@@ -37,7 +37,7 @@ def readme_project() -> tuple[dict[str, str], list[str]]:
 
 
 def project(folder: Path) -> Path:
-    """The README's three files in `folder`."""
+    """The README's four files in `folder`."""
     files, _ = readme_project()
     for name, text in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)

@@ -77,5 +77,5 @@ def check_command(argv: Sequence[str], config_name: str) -> DictConfig | None:
     if args.help or args.cfg or args.info:
         return None
     if "run_dir" in cfg:
-        RunDir.named(cfg.run_dir, cfg.get("ckpt_path"))
+        RunDir.named(cfg.run_dir, cfg.get("ckpt_path"), cfg.get("trust_run", False))
     return cfg

@@ -17,7 +17,9 @@ def run(cfg: DictConfig) -> None:
     with user_errors():
         from litlab.inference.export import export  # torch and the exporters: only once it runs
 
-        path = export(cfg.get("run_dir"), cfg.format, cfg.get("ckpt_path"), cfg.get("out_dir"))
+        path = export(
+            cfg.get("run_dir"), cfg.format, cfg.get("ckpt_path"), cfg.get("out_dir"), cfg.trust_run
+        )
     log.info("wrote %s and %s", path, path.parent / "metadata.json")
 
 

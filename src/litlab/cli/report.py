@@ -86,9 +86,16 @@ def main(argv: list[str] | None = None) -> None:
         help="compare two configurations over the seeds they share; name each by key=value, "
         "or by several pairs in one quoted argument ('a=1 b=2') where one pair fits several",
     )
+    parser.add_argument(
+        "--trust-run",
+        action="store_true",
+        help="read a sweep from elsewhere whose configs name classes beyond those litlab trusts",
+    )
     args = parser.parse_args(argv)
     with user_errors():
-        report = make_report(args.multirun_dir, args.metric, args.mode, args.compare)
+        report = make_report(
+            args.multirun_dir, args.metric, args.mode, args.compare, args.trust_run
+        )
     if report.by_seed:
         Console().print(seed_table(report))
         for line in left_out(report):

@@ -31,6 +31,7 @@ from litlab.cli import compose_command, composes_elsewhere, hydra_arguments, ove
 from litlab.config.check import check_config
 from litlab.config.compose import group_options, without_hydra
 from litlab.errors import LitlabError, user_errors
+from litlab.run.directory import check_runs_below
 from litlab.run.plan import HANDED, Plan, plan_run
 from litlab.run.resume import asked
 from litlab.sweeps.settings import check_sweeper, objective_values
@@ -183,6 +184,9 @@ def check_sweep(argv: list[str]) -> None:
     args = hydra_arguments(argv)
     if composes_elsewhere(args) or not sweeping(args):
         return
+    check_runs_below(
+        _value(args.overrides, "hydra.sweep.dir"), _value(args.overrides, "trust_run") is True
+    )
     name = args.config_name or "train"
     fixed, values = [], {}  # values: each swept key's values (none for Optuna's ranges)
     for override in OverridesParser.create().parse_overrides(overrides_of(args)):

@@ -74,6 +74,7 @@ class TrainConfig(TypedDict, total=False):
     test: bool
     ckpt_path: str | None
     resume: Resume | None
+    trust_run: bool
     paths: Paths
     pretrain: Pretrain | None
     compare_scratch: bool

@@ -138,12 +138,14 @@ def metadata(run, data, fmt: str, spec: dict, difference: float) -> dict:
     }
 
 
-def export(run_dir=None, fmt: str = "onnx", ckpt_path=None, out_dir=None) -> Path:
+def export(
+    run_dir=None, fmt: str = "onnx", ckpt_path=None, out_dir=None, trust_run: bool = False
+) -> Path:
     """Write `<run>/export/<format>/` (or `out_dir`): the artifact, metadata.json and, for text,
-    the tokenizer. Returns the artifact's path."""
+    the tokenizer. Returns the artifact's path. `trust_run`: see load_run."""
     if fmt not in FILES:
         raise LitlabError(f"unknown format={fmt!r}; choose one of {', '.join(FILES)}")
-    run = load_run(run_dir, ckpt_path, classifier=True)
+    run = load_run(run_dir, ckpt_path, classifier=True, trust_run=trust_run)
     net = run.config.model.net._target_
     data = trained_data(run.config.data)
     module, spec = exportable(run.config, run.model.net, data)

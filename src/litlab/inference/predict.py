@@ -22,10 +22,12 @@ from litlab.inference.runs import load_run
 class Predictor:
     """A trained classifier run, classifying inputs the way its data was prepared."""
 
-    def __init__(self, run_dir=None, ckpt_path=None, batch_size: int = 256, text_column=None):
+    def __init__(
+        self, run_dir=None, ckpt_path=None, batch_size: int = 256, text_column=None, trust_run=False
+    ):
         """`text_column`: the column of a CSV, TSV or JSON lines input holding the texts (a
-        text run's; by default the run's own `data.text_column`)."""
-        run = load_run(run_dir, ckpt_path, classifier=True)
+        text run's; by default the run's own `data.text_column`); `trust_run`: see load_run."""
+        run = load_run(run_dir, ckpt_path, classifier=True, trust_run=trust_run)
         self.run_dir, self.cfg, self.model = run.run_dir, run.config, run.model
         self.batch_size = batch_size
         if text_column is not None:
@@ -87,7 +89,11 @@ def predict(cfg) -> list[dict]:
     in this prediction's own directory."""
     inputs = input_list(cfg.inputs)
     predictor = Predictor(
-        cfg.get("run_dir"), cfg.get("ckpt_path"), cfg.batch_size, cfg.get("text_column")
+        cfg.get("run_dir"),
+        cfg.get("ckpt_path"),
+        cfg.batch_size,
+        cfg.get("text_column"),
+        trust_run=cfg.get("trust_run", False),
     )
     records = predictor.files(inputs)
     lines = "".join(json.dumps(r) + "\n" for r in records)

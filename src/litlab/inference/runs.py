@@ -47,18 +47,20 @@ def load_run(
     ckpt_path: str | Path | None = None,
     classifier: bool = False,
     data_dir: str | None = None,
+    trust_run: bool = False,
 ) -> TrainedRun:
     """The run in `run_dir` (or the one `ckpt_path` belongs to) with its best checkpoint (or
     `ckpt_path`); `classifier` refuses runs of models that do not classify; `data_dir` reads
-    the run's dataset from there instead of where the run did."""
-    run = RunDir.named(run_dir, ckpt_path)
+    the run's dataset from there instead of where the run did. Its config is checked before
+    anything is built (`trust_run`: see litlab.config.trust)."""
+    run = RunDir.named(run_dir, ckpt_path, trust_run)
     ckpt_path = run.checkpoint(ckpt_path)
     if not ckpt_path.is_file():
         raise LitlabError(
             f"no checkpoint at {ckpt_path} (runs with debug=fdr or callbacks=none keep none); "
             "pass a run trained with checkpointing, or ckpt_path=<file>"
         )
-    run_cfg = run.config()
+    run_cfg = run.config(trust_run)
     if data_dir:
         if "data_dir" not in run_cfg.data:
             raise LitlabError(
@@ -78,7 +80,12 @@ def load_run(
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a trained run with its own config; write metrics.json to this eval's directory."""
-    run = load_run(cfg.get("run_dir"), cfg.get("ckpt_path"), data_dir=cfg.get("data_dir"))
+    run = load_run(
+        cfg.get("run_dir"),
+        cfg.get("ckpt_path"),
+        data_dir=cfg.get("data_dir"),
+        trust_run=cfg.get("trust_run", False),
+    )
     datamodule = instantiate(run.config.data)
     quiet_lightning()
     trainer = instantiate(

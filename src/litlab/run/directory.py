@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from yaml import YAMLError
 
+from litlab.config.trust import check_run_config
 from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
 
@@ -42,6 +43,16 @@ def reroot(value, old: str | Path, new: str | Path):
     return moved(value)
 
 
+def check_runs_below(folder: str | Path | None, trust: bool = False) -> None:
+    """Check every run below `folder` (a sweep's jobs and their stages) as `RunDir.config`
+    does; a folder that is not there holds none."""
+    if folder is None or not Path(folder).is_dir():
+        return
+    for config_file in sorted(Path(folder).rglob("config.yaml")):
+        if config_file.parent.name != ".hydra":  # Hydra's record of a job, not a run's config
+            RunDir(config_file.parent).config(trust)
+
+
 class RunDir:
     """The run in `path`; its checkpoints are in `checkpoints` (by default `<path>/checkpoints`)."""
 
@@ -57,8 +68,11 @@ class RunDir:
         return cls(cfg.paths.output_dir, dirpath)
 
     @classmethod
-    def named(cls, run_dir: str | Path | None, ckpt_path: str | Path | None = None) -> "RunDir":
-        """The run in `run_dir`, or the one `ckpt_path` (`<run>/checkpoints/<file>`) belongs to."""
+    def named(
+        cls, run_dir: str | Path | None, ckpt_path: str | Path | None = None, trust: bool = False
+    ) -> "RunDir":
+        """The run in `run_dir`, or the one `ckpt_path` (`<run>/checkpoints/<file>`) belongs to;
+        its config is read and checked now (`trust`: see `config`)."""
         if run_dir is None and ckpt_path is None:
             raise LitlabError(
                 "say which run to use: run_dir=logs/train/runs/<run> or ckpt_path=<file>"
@@ -68,7 +82,7 @@ class RunDir:
             raise LitlabError(
                 f"{run.path} is not a litlab run directory (no config.yaml); pass run_dir= of a run"
             )
-        run.config()  # readable, or refused now
+        run.config(trust)  # readable and safe to build, or refused now
         return run
 
     def __repr__(self) -> str:
@@ -87,9 +101,11 @@ class RunDir:
         """The checkpoint a resumed run continues from."""
         return self.checkpoints / "last.ckpt"
 
-    def config(self) -> DictConfig:
+    def config(self, trust: bool = False) -> DictConfig:
         """The run's config.yaml, its paths into the directory it was trained in (its recorded
-        `paths.output_dir`) re-rooted here."""
+        `paths.output_dir`) re-rooted here; checked as litlab-train checks a new config, and
+        for what it names (litlab.config.trust: a run may have come from anywhere; `trust`,
+        the user's `trust_run=true`, lets classes of other packages through)."""
         try:
             recorded = OmegaConf.load(self.config_file)
             if not isinstance(recorded, DictConfig):
@@ -102,10 +118,11 @@ class RunDir:
                 f"cannot read {self.config_file} ({reason}); it is the config litlab-train "
                 "wrote for the run: copy the run again, or pass run_dir= of another run"
             ) from err
-        if not trained_in:
-            return recorded
-        here = self.path.absolute()
-        return OmegaConf.create(reroot(OmegaConf.to_container(recorded), trained_in, here))
+        if trained_in:
+            here = self.path.absolute()
+            recorded = OmegaConf.create(reroot(OmegaConf.to_container(recorded), trained_in, here))
+        check_run_config(recorded, self.config_file, trust)
+        return recorded
 
     def check_writable(self) -> None:
         """Refuse a run whose directory, or a folder or file in it, cannot be written (a

@@ -112,8 +112,9 @@ class Report:
         return [key for key in self.params if key != SEED]
 
 
-def read_jobs(multirun_dir: Path) -> list[Job]:
-    """Every job directory below `multirun_dir` (those holding `.hydra/overrides.yaml`)."""
+def read_jobs(multirun_dir: Path, trust_run: bool = False) -> list[Job]:
+    """Every job directory below `multirun_dir` (those holding `.hydra/overrides.yaml`); each
+    job's config is checked as any run's from elsewhere (`trust_run`: litlab.config.trust)."""
     multirun_dir = Path(multirun_dir)
     if not multirun_dir.is_dir():
         raise LitlabError(f"no directory {multirun_dir}; pass a sweep's logs/train/multiruns/<dir>")
@@ -129,7 +130,7 @@ def read_jobs(multirun_dir: Path) -> list[Job]:
         status = "pruned" if run.pruned() else "finished" if metrics else "unfinished"
         job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, metrics, status=status)
         if run.config_file.is_file():
-            config = run.config()
+            config = run.config(trust_run)
             optimized = config.get("optimized_metric")
             job.optimized_metric = objective.objectives(optimized) if optimized else None
             job.params = ran_with(config, params)
@@ -445,6 +446,7 @@ def make_report(
     metric: str | None = None,
     mode: str | None = None,
     compare: tuple[str, str] | None = None,
+    trust_run: bool = False,
 ) -> Report:
     """Read a sweep, rank its jobs by `metric` (by default the one it optimized), and write
     `report.csv` and `report_<param>.png` into `multirun_dir`. A sweep over `seed` is ranked
@@ -452,7 +454,7 @@ def make_report(
     "model.optimizer.lr=0.1")`) to set side by side over their seeds (`Report.comparison`).
     A mistake is refused before anything is written."""
     multirun_dir = Path(multirun_dir)
-    jobs = read_jobs(multirun_dir)
+    jobs = read_jobs(multirun_dir, trust_run)
     metric = metric or default_metric(jobs)
     if not any(metric in job.metrics for job in jobs):  # a pruned trial's count as logged
         known = sorted({name for job in jobs for name in job.metrics})
