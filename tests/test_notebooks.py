@@ -116,7 +116,12 @@ def test_a_notebook_trains_the_classes_it_defines(tmp_path, monkeypatch, mnist):
     assert float(accuracy) > 0.5  # 3,000 labels, one epoch: a net that learns nothing gets 0.1
 
     # Another process knows nothing of the notebook's classes: one line says where they were.
-    resumed = run_cli("litlab-train", "resume=auto", f"hydra.run.dir={run_dir}")
-    lines = resumed.stderr.strip().splitlines()
-    assert resumed.returncode == 2 and len(lines) == 1, resumed.stderr[-2000:]
-    assert "__main__.NbNet" in lines[0] and "defined in the notebook or script" in lines[0]
+    for tool, args in [
+        ("litlab-train", ["resume=auto", f"hydra.run.dir={run_dir}"]),
+        ("litlab-eval", [f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}"]),
+    ]:
+        result = run_cli(tool, *args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+        assert "__main__.NbNet" in lines[0] and "notebook or script" in lines[0], lines[0]
+        assert "my_nets.py" in lines[0]

@@ -34,7 +34,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from litlab.config.check import check_config, locate
 from litlab.errors import LitlabError
-from litlab.moved import MOVED
 
 # Where the classes a run may name are defined (a module and everything below it).
 TRUSTED = (
@@ -204,9 +203,6 @@ def _within(module: str, parts: list[str], through: tuple[str, ...], depth: int)
     bound = _attribute(module, name, depth)
     if bound is None:
         submodule = f"{module}.{name}"
-        if submodule in MOVED:  # an old module name, still importable: read where it went
-            found = (_within(home, rest, (*through, home), depth + 1) for home in MOVED[submodule])
-            return next((n for n in found if n.kind is not None), Named(None, submodule, through))
         if locate(submodule) is None:
             return Named(None, module, through)
         return _within(submodule, rest, (*through, submodule), depth + 1)
@@ -264,6 +260,13 @@ def target_problem(
         return "is an interpolation; a run's config.yaml names its classes as written"
     found = named(target)
     top = target.split(".")[0]
+    if top == "__main__":  # a notebook's or script's own class: that process alone had it
+        name = target.rpartition(".")[2]
+        return (
+            "names a class of the notebook or script that trained the run, which only that "
+            f"process had; move {name} into a module (my_nets.py), name it my_nets.{name} in "
+            "the run's config.yaml, and run litlab where that module is"
+        )
     if found.kind is None and found.through == (top,) and locate(top) is None:
         return (
             f"names a module that is not here ({top}); run litlab from the project's folder "
