@@ -30,6 +30,7 @@ from litlab.config.check import check_config
 from litlab.config.compose import without_hydra
 from litlab.errors import LitlabError
 from litlab.run.resume import asked, resumed_config, resuming, starting_checkpoint
+from litlab.sweeps.jobs import job_errors
 from litlab.sweeps.studies import trial_callback
 
 # Hydra's command-line options that take a value of their own.
@@ -206,7 +207,7 @@ def nothing_left_if_refused():
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def run(cfg: DictConfig) -> float | None:
     """One job; returns `optimized_metric` to a sweeper (Optuna maximizes or minimizes it)."""
-    with user_errors(), nothing_left_if_refused(), sweep_job():
+    with job_errors(), nothing_left_if_refused(), sweep_job():
         from litlab.training.tasks import train  # torch and Lightning: only once a run starts
 
         job = HydraConfig.get()

@@ -23,6 +23,7 @@ from litlab.run.resume import resuming, starting_checkpoint
 from litlab.speed import ask_cuda_without_nvml_where_no_driver, without_idle_batch_hooks
 from litlab.training.console import quiet_lightning
 from litlab.training.coverage import TestCoverage, coverage
+from litlab.training.limits import check_limits
 from litlab.training.loggers import finish_tracking, start_tracking
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         log.info("resuming from %s", ckpt_path)
     trainer = build_trainer(cfg)
     check_writes_inside(trainer, run)
+    check_limits(trainer, datamodule, cfg.get("train", True), cfg.get("test", True))
     if trainer.is_global_zero:
         run.write_config(cfg)
     start_tracking(trainer, cfg)
@@ -261,8 +263,8 @@ def load_run(
     ckpt_path = run.checkpoint(ckpt_path)
     if not ckpt_path.is_file():
         raise LitlabError(
-            f"no checkpoint at {ckpt_path} (runs with debug=fdr or callbacks=none keep none); "
-            "pass a run trained with checkpointing, or ckpt_path=<file>"
+            f"no checkpoint at {ckpt_path} (runs with callbacks=none keep none, debug=fdr only "
+            "last.ckpt); pass a run trained with checkpointing, or ckpt_path=<file>"
         )
     run_cfg = run.config()
     if data_dir:
