@@ -1,7 +1,7 @@
 """A job of a sweep that fails is one failed job: its `error:` line in its log and the sweep's,
-`error.txt` in its directory (that line, and the traceback of what was no user mistake;
-litlab-report shows the job failed), the next jobs run, and the sweep
-ends with exit status 1. No process of a failed job outlives it.
+`error.txt` in its directory (that line, and the traceback of what was no user mistake), a
+`failed` status in litlab-report; the next jobs run, and the sweep ends with exit status 1.
+No process of a job outlives it.
 
 Lightning's DDP launcher starts ranks 1..n-1 as child processes of the one that runs the job,
 and a thread of its own ends them all, and that process too, as soon as one of them fails. In
@@ -32,7 +32,15 @@ RANK_EXIT_S = 60
 
 
 class JobFailed(CompactHydraException):
-    """A job of a sweep failed; Hydra prints this one line when the sweep ends, exit status 1."""
+    """A job of a sweep failed; Hydra prints this one line when the sweep ends, exit status 1.
+    `reason`: the job's own error line."""
+
+    def __init__(self, line: str, reason: str = ""):
+        super().__init__(line, reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 @contextmanager
@@ -59,7 +67,7 @@ def job_errors():
         RunDir(job.runtime.output_dir).write_failure(message, trace)
         log_file = Path(job.runtime.output_dir) / f"{job.job.name}.log"
         failed = f"error: job {job.job.num} failed: {message} (its log: {log_file})"
-        raise JobFailed(failed) from None
+        raise JobFailed(failed, message) from None
     finally:
         for observer in set(_rank_observers()) - ranks_before:
             _end(observer._child_processes, failed=ended == "failed")
