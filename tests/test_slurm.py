@@ -228,8 +228,9 @@ def test_a_rank_killed_on_the_second_node_ends_the_job_and_the_rerun_sweep_resum
     cluster, tmp_path, whole_run
 ):
     sweep, reached, killed = tmp_path / "sweep", tmp_path / "reached", tmp_path / "killed"
-    command = [*TWO_NODES, *RUN, f"hydra.sweep.dir={sweep}"]
-    job = sweep_process(*command, *hold(MID_EPOCH_1, reached, until=killed))
+    # The same command continues the job (its resumed run does not hold).
+    command = [*TWO_NODES, *RUN, *hold(MID_EPOCH_1, reached, killed), f"hydra.sweep.dir={sweep}"]
+    job = sweep_process(*command)
     last = sweep / "0" / "checkpoints" / "last.ckpt"
     try:
         job_id = wait_for(lambda: queued(sweep), job)

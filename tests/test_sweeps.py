@@ -161,6 +161,31 @@ def test_a_submitit_job_preempted_mid_run_is_requeued_and_resumes_by_itself(tmp_
     assert read_metrics(sweep / "0")["test/acc"] > 0.8
 
 
+def test_a_job_that_fails_in_a_sweep_fails_alone_and_the_sweep_says_so(tmp_path, mnist):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "litlab-train",
+        "-m",
+        *TINY,
+        "trainer.limit_val_batches=0.1,1",  # 0.1 of MNIST's 5 validation batches is none
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    reason = "trainer.limit_val_batches=0.1 leaves no batch"
+    assert f"error: {reason}" in output  # the job's own line, as it failed
+    (last,) = [line for line in output.splitlines() if line.startswith("error: job")]
+    assert last.startswith(f"error: job 0 failed: {reason}")
+    assert (sweep / "0" / "error.txt").read_text().startswith(reason)
+    assert reason in (sweep / "0" / "train.log").read_text()
+    assert "test/acc" in read_metrics(sweep / "1")  # the next job ran
+    report = make_report(sweep)
+    assert sorted((job.name, job.status) for job in report.jobs) == [
+        ("0", "failed"),
+        ("1", "finished"),
+    ]
+
+
 def test_the_slurm_launcher_runs_one_task_per_gpu_and_ddp_takes_the_node_count(monkeypatch):
     overrides = ["hydra/launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4"]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
