@@ -136,7 +136,7 @@ def test_with_two_workers_a_trial_starts_as_soon_as_one_ends_while_another_runs(
 
 
 def test_a_pruning_search_whose_submitter_was_killed_continues_from_its_storage(tmp_path, mnist):
-    sweep = tmp_path / "search"
+    sweep, killed = tmp_path / "search", tmp_path / "killed"
     search = [
         "hparams_search=mnist_optuna",
         "hydra/launcher=submitit_local",  # jobs in processes of their own, as on a cluster
@@ -145,6 +145,8 @@ def test_a_pruning_search_whose_submitter_was_killed_continues_from_its_storage(
         "hydra.sweeper.pruner=median",
         *TINY,
         "trainer.max_epochs=3",
+        # Each trial holds at its second epoch until the submitter is killed: they outlive it.
+        *hold(20, tmp_path / "reached", until=killed),
         f"hydra.sweep.dir={sweep}",
     ]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
@@ -158,6 +160,7 @@ def test_a_pruning_search_whose_submitter_was_killed_continues_from_its_storage(
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+        killed.touch()
     # The jobs go on without it, and report each epoch to the study through its storage.
     deadline = time.monotonic() + 300
     while not all((sweep / str(n) / "metrics.json").is_file() for n in (0, 1)):
