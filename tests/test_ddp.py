@@ -1,10 +1,18 @@
 """Data parallel training: DDP on two CPU processes through litlab-train, and the samplers."""
 
+import csv
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import DATA_DIR, read_metrics, run_cli
+from conftest import DATA_DIR, cli_command, read_metrics, run_cli
 from torch.utils.data import DistributedSampler
 
+from litlab.cli.report import main as report_main
 from litlab.data.text import BucketBatchSampler, TokenizedTexts
 
 
@@ -60,3 +68,69 @@ def test_bucketed_text_batches_shard_evenly():
     for batch in batches[0]:  # and still bucketed: similar lengths in a batch
         spread = [lengths[i] for i in batch]
         assert max(spread) - min(spread) < 30
+
+
+def rank_processes(parent: int) -> list[int]:
+    """The live processes `parent` started as DDP ranks (Lightning sets their LOCAL_RANK)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except OSError:  # ended meanwhile
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if ppid == parent and state != "Z" and any(v.startswith(b"LOCAL_RANK=") for v in environ):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_rank_killed_in_a_ddp_sweep_fails_its_job_only_and_leaves_no_process(tmp_path, mnist):
+    sweep = tmp_path / "sweep"
+    # Job 1 trains until its rank 1 is killed; jobs 0 and 2 train one short epoch.
+    job = subprocess.Popen(
+        [
+            *cli_command("litlab-train"),
+            "-m",
+            "trainer=ddp_cpu",
+            "experiment=mlp_relu",
+            "data.labelled=1000",
+            "trainer.max_epochs=1,100000,1",
+            "callbacks.early_stopping=null",
+            "callbacks.rich_progress_bar=null",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1",
+            f"paths.data_dir={DATA_DIR}",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+    ranks = []
+    try:
+        # Once job 1 has checkpointed an epoch its ranks train together: kill its rank 1.
+        deadline = time.monotonic() + 300
+        while not (sweep / "1" / "checkpoints" / "last.ckpt").is_file():
+            assert job.poll() is None and time.monotonic() < deadline, job.stdout.read()
+            time.sleep(0.05)
+        ranks = rank_processes(job.pid)
+        assert len(ranks) == 1, ranks  # job 0's rank 1 ended with its job
+        os.kill(ranks[0], signal.SIGKILL)
+        output, _ = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    assert job.returncode == 1, output[-3000:]  # not 137: the submitter lived on
+    assert "error: job 1 failed:" in output
+    assert (sweep / "1" / "error.txt").is_file()
+    assert "error" in (sweep / "1" / "train.log").read_text().lower()
+    for done in ("0", "2"):  # the jobs before and after it ran to the end
+        assert "test/acc" in read_metrics(sweep / done)
+    assert not (sweep / "1" / "metrics.json").exists()
+    assert rank_processes(job.pid) == [] and not Path(f"/proc/{ranks[0]}").exists()
+    report_main([str(sweep)])
+    with open(sweep / "report.csv", newline="") as f:
+        statuses = {row["job"]: row["status"] for row in csv.DictReader(f)}
+    assert statuses == {"0": "finished", "1": "failed", "2": "finished"}

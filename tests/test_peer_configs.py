@@ -345,7 +345,10 @@ def assert_one_line_error(result, *fragments):
         (["hydra.sweeper.max_failure_rate=-1"], ["max_failure_rate=-1", "from 0 to 1"]),
         (["hydra.sweeper.max_failure_rate=1.5"], ["max_failure_rate=1.5"]),
         (["hydra.sweeper.storage=sqlite:////proc/litlab/optuna.db"], ["/proc", "cannot write"]),
-        (["hydra.sweeper.storage=postgresql://litlab@127.0.0.1:1/litlab"], ["cannot reach the database"]),
+        (
+            ["hydra.sweeper.storage=postgresql://litlab@127.0.0.1:1/litlab"],
+            ["cannot reach the database"],
+        ),
         (["hydra.sweeper.direction=[maximize,minimize]"], ["2 objective(s)", "optimized_metric"]),
         (
             ["optimized_metric=[val/acc_best,model/params]", "hydra.sweeper.pruner=median"],

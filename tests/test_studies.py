@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import DATA_DIR, cli_command, read_metrics, run_cli
+from events import hold
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -117,6 +118,10 @@ def job_times(job: Path) -> tuple[float, float]:
 
 def test_with_two_workers_a_trial_starts_as_soon_as_one_ends_while_another_runs(tmp_path, mnist):
     sweep = tmp_path / "search"
+    # The 2-epoch trial holds at its second epoch until trial 2 has started (Hydra writes a
+    # job's .hydra/config.yaml first): it is still running then, however fast or loaded the
+    # machine. Were trial 2 to wait for both (in batches), the hold gives up after 2 minutes.
+    trial_2 = sweep / "2" / ".hydra" / "config.yaml"
     result = run_cli(
         "litlab-train",
         "hparams_search=mnist_optuna",
@@ -124,15 +129,15 @@ def test_with_two_workers_a_trial_starts_as_soon_as_one_ends_while_another_runs(
         "hydra.launcher.n_jobs=2",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.n_trials=3",
-        "seed=3",  # the sampler's: trials 0 and 1 draw 40 and 1 epochs
-        "trainer.max_epochs=choice(1, 40)",
-        "callbacks.early_stopping=null",  # a long trial trains its 40 epochs
+        "seed=0",  # the sampler's: trials 0 and 1 draw 1 and 2 epochs
+        "trainer.max_epochs=choice(1, 2)",
         *TINY,
+        *hold(20, tmp_path / "reached", until=trial_2, give_up_s=120),  # 20 batches an epoch
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = [len(validated_epochs(sweep / str(n))) for n in range(3)]
-    assert sorted(epochs[:2]) == [1, 40], epochs
+    assert sorted(epochs[:2]) == [1, 2], epochs
     short, long = sorted((job_times(sweep / str(n)) for n in (0, 1)), key=lambda t: t[1])
     started, _ = job_times(sweep / "2")
     assert short[1] <= started < long[1]  # in the slot the short trial freed, the long one on
@@ -140,7 +145,7 @@ def test_with_two_workers_a_trial_starts_as_soon_as_one_ends_while_another_runs(
 
 
 def test_a_pruning_search_whose_submitter_was_killed_continues_from_its_storage(tmp_path, mnist):
-    sweep = tmp_path / "search"
+    sweep, killed = tmp_path / "search", tmp_path / "killed"
     search = [
         "hparams_search=mnist_optuna",
         "hydra/launcher=submitit_local",  # jobs in processes of their own, as on a cluster
@@ -149,6 +154,8 @@ def test_a_pruning_search_whose_submitter_was_killed_continues_from_its_storage(
         "hydra.sweeper.pruner=median",
         *TINY,
         "trainer.max_epochs=3",
+        # Each trial holds at its second epoch until the submitter is killed: they outlive it.
+        *hold(20, tmp_path / "reached", until=killed),
         f"hydra.sweep.dir={sweep}",
     ]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
@@ -162,6 +169,7 @@ def test_a_pruning_search_whose_submitter_was_killed_continues_from_its_storage(
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+        killed.touch()
     # The jobs go on without it, and report each epoch to the study through its storage.
     deadline = time.monotonic() + 300
     while not all((sweep / str(n) / "metrics.json").is_file() for n in (0, 1)):

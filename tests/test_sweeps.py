@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, cli_command, compose, read_metrics, run_cli
+from conftest import DATA_DIR, ROOT, cli_command, compose, read_metrics, run_cli
+from events import held, hold
 from hydra import compose as compose_hydra
 from hydra import initialize_config_dir
 from hydra.utils import instantiate
@@ -117,7 +118,7 @@ def submitit_tasks(folder: Path) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process through /proc")
 def test_a_submitit_job_preempted_mid_run_is_requeued_and_resumes_by_itself(tmp_path, mnist):
-    sweep = tmp_path / "sweep"
+    sweep, reached = tmp_path / "sweep", tmp_path / "reached"
     command = cli_command("litlab-train")
     job = subprocess.Popen(
         [
@@ -128,21 +129,25 @@ def test_a_submitit_job_preempted_mid_run_is_requeued_and_resumes_by_itself(tmp_
             "data.labelled=5000",
             "trainer.max_epochs=2",
             "callbacks.rich_progress_bar=null",
+            # Mid-way through the second epoch (79 batches an epoch), the job waits for the signal.
+            *hold(step=100, reached=reached),
             f"paths.data_dir={DATA_DIR}",
             f"hydra.sweep.dir={sweep}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=ROOT,
         env={**os.environ, "HYDRA_FULL_ERROR": "0"},
     )
     last = sweep / "0" / "checkpoints" / "last.ckpt"
     try:
         deadline = time.monotonic() + 300
-        while not last.is_file():  # the first epoch is done: preempt the second
+        while not held(reached):
             assert job.poll() is None and time.monotonic() < deadline, job.stderr.read()[-3000:]
             time.sleep(0.01)
         (task,) = submitit_tasks(sweep)
+        assert held(reached) == task  # the job's own process holds
         os.kill(task, signal.SIGUSR2)  # what SLURM sends before preempting or timing out
         _, stderr = job.communicate(timeout=300)
     finally:
@@ -154,6 +159,31 @@ def test_a_submitit_job_preempted_mid_run_is_requeued_and_resumes_by_itself(tmp_
     rows = list(csv.DictReader((sweep / "0" / "csv" / "metrics.csv").open()))
     assert sorted(int(r["epoch"]) for r in rows if r["val/acc"]) == [0, 1]  # nothing lost
     assert read_metrics(sweep / "0")["test/acc"] > 0.8
+
+
+def test_a_job_that_fails_in_a_sweep_fails_alone_and_the_sweep_says_so(tmp_path, mnist):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "litlab-train",
+        "-m",
+        *TINY,
+        "trainer.limit_val_batches=0.1,1",  # 0.1 of MNIST's 5 validation batches is none
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    reason = "trainer.limit_val_batches=0.1 leaves no batch"
+    assert f"error: {reason}" in output  # the job's own line, as it failed
+    (last,) = [line for line in output.splitlines() if line.startswith("error: job")]
+    assert last.startswith(f"error: job 0 failed: {reason}")
+    assert (sweep / "0" / "error.txt").read_text().startswith(reason)
+    assert reason in (sweep / "0" / "train.log").read_text()
+    assert "test/acc" in read_metrics(sweep / "1")  # the next job ran
+    report = make_report(sweep)
+    assert sorted((job.name, job.status) for job in report.jobs) == [
+        ("0", "failed"),
+        ("1", "finished"),
+    ]
 
 
 def test_the_slurm_launcher_runs_one_task_per_gpu_and_ddp_takes_the_node_count(monkeypatch):

@@ -34,6 +34,7 @@ from litlab.errors import LitlabError, user_errors
 from litlab.run.directory import check_runs_below
 from litlab.run.plan import HANDED, Plan, plan_run
 from litlab.run.resume import asked
+from litlab.sweeps.jobs import job_errors
 from litlab.sweeps.settings import check_sweeper, objective_values
 from litlab.sweeps.studies import trial_callback
 
@@ -94,7 +95,7 @@ def hydra_job(cfg: DictConfig) -> float | None:
     """One job of a sweep; returns `optimized_metric` to a sweeper (Optuna maximizes or
     minimizes it)."""
     job = HydraConfig.get()
-    with user_errors():
+    with job_errors():  # in a sweep, a failure fails this job alone
         cfg = trial_callback(cfg, job)
         plan = plan_run(cfg, list(job.overrides.task), job.runtime.choices)
         metrics = run_here(plan)

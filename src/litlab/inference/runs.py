@@ -57,8 +57,8 @@ def load_run(
     ckpt_path = run.checkpoint(ckpt_path)
     if not ckpt_path.is_file():
         raise LitlabError(
-            f"no checkpoint at {ckpt_path} (runs with debug=fdr or callbacks=none keep none); "
-            "pass a run trained with checkpointing, or ckpt_path=<file>"
+            f"no checkpoint at {ckpt_path} (runs with callbacks=none keep none, debug=fdr only "
+            "last.ckpt); pass a run trained with checkpointing, or ckpt_path=<file>"
         )
     run_cfg = run.config(trust_run)
     if data_dir:

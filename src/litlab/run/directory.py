@@ -97,6 +97,21 @@ class RunDir:
         return self.path / "metrics.json"
 
     @property
+    def failure_file(self) -> Path:
+        """The error that ended a job of a sweep (see litlab.sweeps.jobs)."""
+        return self.path / "error.txt"
+
+    def failure(self) -> str | None:
+        """The error line that ended the job; None where none did."""
+        if not self.failure_file.is_file():
+            return None
+        return (self.failure_file.read_text().splitlines() or [""])[0]
+
+    def write_failure(self, message: str, details: str = "") -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.failure_file, f"{message}\n" + (f"\n{details}" if details else ""))
+
+    @property
     def last(self) -> Path:
         """The checkpoint a resumed run continues from."""
         return self.checkpoints / "last.ckpt"

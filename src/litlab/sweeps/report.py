@@ -30,7 +30,9 @@ class Job:
     params: dict[str, str]  # override key -> value, as typed or sampled
     metrics: dict[str, float] = field(default_factory=dict)  # empty: the job did not finish
     optimized_metric: list[str] | None = None  # the metrics its search optimized
-    status: str = "finished"  # "unfinished": no metrics.json yet; "pruned": stopped by Optuna
+    # "unfinished": no metrics.json yet; "failed": it ended with an error (error.txt);
+    # "pruned": stopped by Optuna
+    status: str = "finished"
 
 
 @dataclass
@@ -128,6 +130,7 @@ def read_jobs(multirun_dir: Path, trust_run: bool = False) -> list[Job]:
         run = RunDir(job_dir)
         metrics = run.metrics()
         status = "pruned" if run.pruned() else "finished" if metrics else "unfinished"
+        status = "failed" if status == "unfinished" and run.failure() is not None else status
         job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, metrics, status=status)
         if run.config_file.is_file():
             config = run.config(trust_run)

@@ -24,6 +24,7 @@ from submitit.core.utils import FailedJobError, JobPaths, UncompletedJobError
 from submitit.slurm import slurm
 
 from litlab.errors import LitlabError, first_line, user_errors
+from litlab.sweeps.jobs import JobFailed
 
 _CLIENT_TIMEOUT_S = 60  # a controller that does not answer makes clients retry for a while
 
@@ -241,8 +242,13 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 if ret.status == JobStatus.FAILED:
                     log = _log_file(self.params, str(ret.hydra_cfg.hydra.job.id))
                     error = ret._return_value
+                    reason = (
+                        error.reason
+                        if isinstance(error, JobFailed)  # litlab's line for it
+                        else f"{type(error).__name__}: {first_line(error)}"
+                    )
                     raise LitlabError(
-                        f"job {ret.hydra_cfg.hydra.job.num} failed on the cluster "
-                        f"({type(error).__name__}: {first_line(error)}); its log: {log}"
+                        f"job {ret.hydra_cfg.hydra.job.num} failed on the cluster ({reason}); "
+                        f"its log: {log}"
                     )
         return returns

@@ -70,14 +70,15 @@ class _AppendingWriter(ExperimentWriter):
     rewrite before appending rows: a run stopped anywhere leaves a file it can go on with."""
 
     def _check_log_dir_exists(self) -> None:
-        if Path(self.metrics_file_path).is_file():
-            with open(self.metrics_file_path, newline="") as f:
-                self.metrics_keys = sorted(next(csv.reader(f), []))
+        self.metrics_keys = _header(Path(self.metrics_file_path))
 
     def save(self) -> None:
         if not self.metrics:
             return
         path = Path(self.metrics_file_path)
+        # The header as the file has it now: a process that did not write it (ddp_spawn tests
+        # in processes of its own) has not seen it grow.
+        self.metrics_keys = _header(path)
         keys = sorted(set(self.metrics_keys).union(*self.metrics))
         if keys != self.metrics_keys or not path.is_file():
             atomic_write(path, _table(keys, _rows(path)[1]))
@@ -85,6 +86,14 @@ class _AppendingWriter(ExperimentWriter):
         with open(path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=keys).writerows(self.metrics)
         self.metrics = []
+
+
+def _header(path: Path) -> list[str]:
+    """A metrics.csv's columns, in its order; none where there is no file yet."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def _rows(path: Path) -> tuple[list[str], list[dict]]:
@@ -100,6 +109,10 @@ def _rows(path: Path) -> tuple[list[str], list[dict]]:
 def _step(row: dict) -> int:
     """A row's step; -1 where a cut-off write left none."""
     return int(row["step"]) if (row.get("step") or "").isdigit() else -1
+
+
+def _tested(row: dict) -> bool:
+    return any(key.startswith("test/") and value for key, value in row.items() if key)
 
 
 def _table(keys: list[str], rows: list[dict]) -> str:
@@ -135,9 +148,10 @@ class CSVLogger(LightningCSVLogger):
 
     def forget_after(self, step: int) -> None:
         """Drop the rows logged after `step`: a run resumed from a checkpoint of that step logs
-        them again, so that an epoch logged but not yet checkpointed is not logged twice."""
+        them again, so that an epoch logged but not yet checkpointed is not logged twice; and
+        the test rows, since a resumed run tests again when it ends."""
         path = Path(self.experiment.metrics_file_path)
         keys, rows = _rows(path)
-        kept = [row for row in rows if _step(row) <= step]
+        kept = [row for row in rows if _step(row) <= step and not _tested(row)]
         if len(kept) < len(rows):
             atomic_write(path, _table(keys, kept))

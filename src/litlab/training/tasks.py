@@ -20,6 +20,7 @@ from litlab.run.resume import resuming
 from litlab.speed import ask_cuda_without_nvml_where_no_driver, without_idle_batch_hooks
 from litlab.training.console import quiet_lightning
 from litlab.training.coverage import TestCoverage, coverage
+from litlab.training.limits import check_limits
 from litlab.training.loggers import ResumedLogs, finish_tracking, start_tracking
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ def fit(plan: Plan) -> dict[str, float]:
         log.info("resuming from %s", ckpt_path)
     trainer = build_trainer(cfg)
     check_writes_inside(trainer, run)
+    check_limits(trainer, datamodule, cfg.get("train", True), cfg.get("test", True))
     if trainer.is_global_zero:
         run.write_config(cfg)
     start_tracking(trainer, cfg)
