@@ -193,7 +193,7 @@ def test_the_classes_runs_are_made_of_are_read_as_classes_without_torch():
         "lightning.pytorch.loggers.MLFlowLogger",
         "torchvision.transforms.Normalize",
         "torchmetrics.Accuracy",
-        "litlab.callbacks.RunPictures",  # an old module name, still accepted
+        "litlab.training.pictures.RunPictures",
     ):
         assert named(target).kind == "class", target
         assert target_problem(target, trusted=False) is None, target
