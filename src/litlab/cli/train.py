@@ -30,6 +30,7 @@ from litlab.config.check import check_config
 from litlab.config.compose import without_hydra
 from litlab.errors import LitlabError
 from litlab.run.resume import asked, resumed_config, resuming, starting_checkpoint
+from litlab.run.supervisor import supervise
 from litlab.sweeps.studies import trial_callback
 
 # Hydra's command-line options that take a value of their own.
@@ -207,17 +208,20 @@ def nothing_left_if_refused():
 def run(cfg: DictConfig) -> float | None:
     """One job; returns `optimized_metric` to a sweeper (Optuna maximizes or minimizes it)."""
     with user_errors(), nothing_left_if_refused(), sweep_job():
-        from litlab.training.tasks import train  # torch and Lightning: only once a run starts
+        from litlab.run.faults import faults_handled  # torch and Lightning: only once a run starts
+        from litlab.training.tasks import train
 
         job = HydraConfig.get()
         cfg = job_config(cfg, list(job.overrides.task), job.runtime.choices)
         cfg = trial_callback(cfg, job)
-        metrics = train(cfg, checked=_checked_run)
+        with faults_handled(job.runtime.output_dir):  # a full disk, Ctrl-C, SIGTERM: one line
+            metrics = train(cfg, checked=_checked_run)
     return metrics.get(cfg.get("optimized_metric"))
 
 
 def main() -> None:
     global _checked_run
+    supervise()  # a parent process that says so when the kernel kills the run
     with user_errors():
         run_dir = check_run(sys.argv)
         check_sweep(sys.argv)

@@ -20,6 +20,7 @@ Optuna is imported only once a search starts: Hydra imports every plugin module 
 import logging
 import os
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litlab.cli import user_errors
 from litlab.errors import LitlabError
+from litlab.files import failed_write
 from litlab.run.directory import RunDir
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,27 @@ def trial_callback(cfg: DictConfig, hydra_cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+@contextmanager
+def study_writes(storage: str | None, sweep_dir: str):
+    """A write to the study's storage that fails (a full disk) is one LitlabError naming the
+    file, its free space, and the command that continues the search."""
+    try:
+        yield
+    except Exception as err:
+        failed = failed_write(err)
+        if failed is None:
+            raise
+        from litlab.files import human_size
+        from litlab.run.faults import continue_command, free_space
+
+        path = Path(failed.filename or sqlite_file(storage) or sweep_dir)
+        raise LitlabError(
+            f"could not write {path}: {failed.strerror} ({human_size(free_space(path))} free "
+            "there); the study keeps the trials told so far; make room, then continue with: "
+            f"{continue_command(RunDir(sweep_dir), sweep_dir)}"
+        ) from err
+
+
 class _Inline:
     """An executor that runs each call at once, in this thread (for jobs the launcher runs in
     this process, one after another)."""
@@ -243,6 +266,10 @@ class OptunaSweeper(Sweeper):
         return 1 if isinstance(self.launcher, BasicLauncher) else max(self.n_jobs, 1)
 
     def sweep(self, arguments: list[str]) -> None:
+        with user_errors(), study_writes(self.storage, self.config.hydra.sweep.dir):
+            self.search(arguments)
+
+    def search(self, arguments: list[str]) -> None:
         import optuna
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -286,7 +313,14 @@ class OptunaSweeper(Sweeper):
                     if future.exception() is None:
                         tell(study, number, sweep_dir / str(number), metric)
                     else:
-                        study.tell(number, state=optuna.trial.TrialState.FAIL)
+                        try:
+                            study.tell(number, state=optuna.trial.TrialState.FAIL)
+                        except Exception as err:
+                            # A job of this process that said why it stopped (a full disk):
+                            # the study cannot be written either; one line says so.
+                            if isinstance(future.exception(), SystemExit) and failed_write(err):
+                                raise future.exception() from None
+                            raise
                         log.warning("trial %d failed: %s", number, future.exception())
                         failures.append(future.exception())
         if self.too_many(failures, ended):

@@ -19,6 +19,7 @@ from litlab.models import Classifier
 from litlab.run import objective
 from litlab.run.checkpoints import AtomicCheckpointIO, RandomState, load_checkpoint
 from litlab.run.directory import RunDir
+from litlab.run.faults import Interruption
 from litlab.run.resume import resuming, starting_checkpoint
 from litlab.speed import ask_cuda_without_nvml_where_no_driver, without_idle_batch_hooks
 from litlab.training.console import quiet_lightning
@@ -69,7 +70,7 @@ def _instances(group: DictConfig | None) -> list:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The configured Trainer; its checkpoints also hold the RNG states and are written
     atomically, whatever the config says, so that every run can be resumed."""
-    callbacks = [*_instances(cfg.get("callbacks")), RandomState(), TestCoverage()]
+    callbacks = [Interruption(), *_instances(cfg.get("callbacks")), RandomState(), TestCoverage()]
     return instantiate(
         cfg.trainer,
         callbacks=[without_idle_batch_hooks(callback) for callback in callbacks],
