@@ -416,3 +416,24 @@ def test_a_fresh_run_is_refused_pictures_that_do_not_fit_in_its_memory(tmp_path)
     )
     assert line.endswith("set a smaller data.image_size, or train on fewer pictures")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_report_ranks_the_finished_jobs_and_shows_a_killed_one_as_killed(tmp_path, capsys):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from litlab.cli.report import main as report_main
+    from litlab.run.supervisor import record_killed
+
+    for name, lr in (("0", "0.1"), ("1", "0.01")):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        overrides = OmegaConf.to_yaml([f"model.optimizer.lr={lr}"])
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(overrides)
+    (tmp_path / "0" / "metrics.json").write_text(json.dumps({"metrics": {"val/acc_best": 0.9}}))
+    record_killed(tmp_path / "1", 9, True, 3 * 2**29, "killed")  # as litlab-train's parent does
+    report_main([str(tmp_path)])
+    assert "killed, likely out of memory" in capsys.readouterr().out  # in the table
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    statuses = [(row["job"], row["status"]) for row in rows]
+    assert statuses == [("0", "finished"), ("1", "killed, likely out of memory (peak 1.5 GiB)")]
