@@ -209,7 +209,7 @@ class Interruption(Callback):
             return
         path = Path(trainer.default_root_dir) / "checkpoints" / INTERRUPTED
         try:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # all of it, as last.ckpt
         except Exception as err:  # a full disk too: the run still stops, with its last.ckpt
             if failed_write(err) is None:
                 raise
