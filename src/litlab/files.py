@@ -1,7 +1,9 @@
 """Small file helpers shared across litlab."""
 
+import errno
 import os
 import secrets
+import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,14 +32,39 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        failed = failed_write(err)
+        if failed is not None and not failed.filename:  # a write says not which file it was
+            failed.filename = str(path)
         raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:  # the new name itself must survive a crash
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def failed_write(err: BaseException) -> OSError | None:
+    """The OSError behind `err` (itself, or what it was raised from or while handling: torch's
+    checkpoint writer reports a full disk as a RuntimeError over one, SQLite as an error of its
+    own); None when none is."""
+    while err is not None:
+        if isinstance(err, OSError):
+            return err
+        if isinstance(err, sqlite3.OperationalError) and "disk is full" in str(err):
+            return OSError(errno.ENOSPC, str(err))  # an Optuna study's SQLite storage
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def human_size(n: float) -> str:
+    """A number of bytes as people read it: 812 B, 64.0 KiB, 1.2 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
 
 
 def atomic_write(path: Path, data: bytes | str) -> Path:

@@ -34,6 +34,7 @@ from litlab.errors import LitlabError, user_errors
 from litlab.run.directory import check_runs_below
 from litlab.run.plan import HANDED, Plan, plan_run
 from litlab.run.resume import asked
+from litlab.run.supervisor import supervise
 from litlab.sweeps.jobs import job_errors
 from litlab.sweeps.settings import check_sweeper, objective_values
 from litlab.sweeps.studies import trial_callback
@@ -44,6 +45,7 @@ _ABSENT = object()
 
 
 def main() -> None:
+    supervise()  # a parent process that says so when the kernel kills the run
     handed = Plan.handed()
     if handed is not None:  # another rank of a DDP run, started by Lightning
         with user_errors():
@@ -106,12 +108,14 @@ def run_here(plan: Plan) -> dict:
     """Run `plan` in this process. Lightning starts DDP's other ranks with this command line:
     they are handed the plan in their environment. Those processes end with the run, so the
     next job of a sweep starts its own: forget this one's process group and rank variables."""
-    from litlab.training.tasks import run_plan  # torch and Lightning: only once a run starts
+    from litlab.run.faults import faults_handled  # torch and Lightning: only once a run starts
+    from litlab.training.tasks import run_plan
 
     ranks = {key: os.environ.get(key) for key in _RANK_VARIABLES}
     os.environ[HANDED] = plan.for_ranks()
     try:
-        return run_plan(plan)
+        with faults_handled(plan.run.path):  # a full disk, Ctrl-C, SIGTERM: one line
+            return run_plan(plan)
     finally:
         import torch
 

@@ -18,6 +18,7 @@ from litlab.data.base import balanced_subset, check_fractions, stratified_split
 from litlab.data.images import ImageDataModule, InMemoryImages, Stat, on_white, read_image
 from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
+from litlab.run.memory import check_room
 from litlab.settings import Count, Positive, PositiveInt, Share
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -164,7 +165,13 @@ class ImageFolderDataModule(ImageDataModule):
                 raise LitlabError(
                     f"{path} is not a readable image ({first_line(err)}); replace or remove it"
                 ) from err
-            if images is None:
+            if images is None:  # all of them at once: refused where they do not fit
+                shape = " x ".join(map(str, x.shape))
+                check_room(
+                    len(paths) * x.numel(),
+                    f"the {len(paths)} pictures of {self.root}, decoded ({shape} bytes each),",
+                    "set a smaller data.image_size, or train on fewer pictures",
+                )
                 images = torch.empty(len(paths), *x.shape, dtype=torch.uint8)
             elif x.shape != images.shape[1:]:
                 raise LitlabError(

@@ -1,11 +1,29 @@
 """A trial's side of pruning: a callback that reports to the Optuna study and stops the run."""
 
 import logging
+from contextlib import contextmanager
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from litlab.files import failed_write
+
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def naming_the_storage(storage: str):
+    """A write to the study that fails (a full disk) names the study's database file."""
+    from litlab.sweeps.studies import sqlite_file
+
+    try:
+        yield
+    except Exception as err:
+        failed = failed_write(err)
+        if failed is None:
+            raise
+        failed.filename = failed.filename or str(sqlite_file(storage) or storage)
+        raise failed from err
 
 
 class Pruning(Callback):
@@ -49,8 +67,9 @@ class Pruning(Callback):
         value = trainer.callback_metrics.get(self.metric)
         prune = False
         if self.trial is not None and value is not None:  # rank 0 speaks to the study
-            self.trial.report(float(value), epochs)
-            prune = self.trial.should_prune()
+            with naming_the_storage(self.storage):
+                self.trial.report(float(value), epochs)
+                prune = self.trial.should_prune()
         if trainer.strategy.reduce_boolean_decision(prune, all=False):  # every rank stops
             if trainer.is_global_zero:
                 log.info("pruned by the %s pruner after %d epochs", self.pruner, epochs)

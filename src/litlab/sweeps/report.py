@@ -19,6 +19,7 @@ from litlab import objective
 from litlab.errors import LitlabError
 from litlab.files import atomic_write, replacing
 from litlab.run.directory import RunDir
+from litlab.run.supervisor import read_killed
 from litlab.sweeps.stats import Summary, summarize
 
 SEED = "seed"  # the override that repeats a configuration
@@ -30,8 +31,9 @@ class Job:
     params: dict[str, str]  # override key -> value, as typed or sampled
     metrics: dict[str, float] = field(default_factory=dict)  # empty: the job did not finish
     optimized_metric: list[str] | None = None  # the metrics its search optimized
-    # "unfinished": no metrics.json yet; "failed": it ended with an error (error.txt);
-    # "pruned": stopped by Optuna
+    # "unfinished": no metrics.json yet; "failed": it ended with an error (error.txt); "pruned":
+    # stopped by Optuna; "killed, likely out of memory (peak 1.2 GiB)": its process killed by a
+    # signal (litlab.run.supervisor)
     status: str = "finished"
 
 
@@ -130,7 +132,8 @@ def read_jobs(multirun_dir: Path, trust_run: bool = False) -> list[Job]:
         run = RunDir(job_dir)
         metrics = run.metrics()
         status = "pruned" if run.pruned() else "finished" if metrics else "unfinished"
-        status = "failed" if status == "unfinished" and run.failure() is not None else status
+        if status == "unfinished":
+            status = read_killed(job_dir) or ("failed" if run.failure() is not None else status)
         job = Job(job_dir.relative_to(multirun_dir).as_posix(), params, metrics, status=status)
         if run.config_file.is_file():
             config = run.config(trust_run)
@@ -287,6 +290,12 @@ def default_metric(jobs: list[Job]) -> str:
     for name in [*optimized, "val/acc_best", "val/loss_best"]:
         if name in names:
             return name
+    killed = [f"job {job.name} {job.status}" for job in jobs if job.status.startswith("killed")]
+    if killed:
+        raise LitlabError(
+            f"no job has finished: {'; '.join(killed)}; continue the sweep with its command "
+            "and resume=auto_or_fresh hydra.sweep.dir=<sweep>"
+        )
     raise LitlabError("no job has finished (no metrics.json yet); wait for the sweep")
 
 

@@ -20,10 +20,13 @@ from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+from omegaconf import OmegaConf
 from submitit.core.utils import FailedJobError, JobPaths, UncompletedJobError
 from submitit.slurm import slurm
 
 from litlab.errors import LitlabError, first_line, user_errors
+from litlab.files import human_size
+from litlab.run.supervisor import record_killed
 from litlab.sweeps.jobs import JobFailed
 
 _CLIENT_TIMEOUT_S = 60  # a controller that does not answer makes clients retry for a while
@@ -193,6 +196,35 @@ def _dead_task(log: Path) -> str | None:
     return "{1} on node {0}: {2}".format(*found[0]) if found else None
 
 
+def _peak_memory(job_id: str) -> int | None:
+    """A job's largest resident memory of any step, in bytes, as SLURM's accounting has it."""
+    listed = subprocess.run(
+        ["sacct", "--jobs", job_id, "--noheader", "--parsable2", "--format=MaxRSS"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    sizes = [
+        int(float(number) * units[unit])
+        for number, unit in re.findall(r"^([\d.]+)([KMGT]?)$", listed.stdout, re.MULTILINE)
+    ]
+    return max(sizes, default=None) or None
+
+
+def _killed(job_id: str, sweep: str, accounting: bool) -> str:
+    """How a job the kernel (or SLURM) killed ended, in words; written into its run directory,
+    which litlab-report reads (litlab.run.supervisor.record_killed)."""
+    peak = _peak_memory(job_id) if accounting else None
+    words = "was killed, likely out of memory" + (
+        f" (peak memory {human_size(peak)})" if peak else ""
+    )
+    for hydra_file in Path(sweep).glob("*/.hydra/hydra.yaml"):
+        if str(OmegaConf.load(hydra_file).hydra.job.id) == job_id:
+            record_killed(hydra_file.parent.parent, None, True, peak, f"SLURM job {job_id} {words}")
+    return words
+
+
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -228,12 +260,15 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 # srun says which in the job's log, where the others' errors only follow from it.
                 job_log = _log_file(self.params, job_id)
                 dead = _dead_task(job_log)
-                if dead:
-                    sweep = self.config.hydra.sweep.dir
+                sweep = self.config.hydra.sweep.dir
+                if dead or "OUT_OF_MEMORY" in str(err):
+                    how = "failed"
+                    if "OUT_OF_MEMORY" in str(err) or re.search(r"Killed|Out Of Memory", dead):
+                        how = _killed(job_id, sweep, self.accounting)
                     raise LitlabError(
-                        f"SLURM job {job_id} failed: its {dead}; its log: {job_log}; to continue "
-                        f"it from its last checkpoint, rerun the sweep with resume=auto_or_fresh "
-                        f"hydra.sweep.dir={sweep}"
+                        f"SLURM job {job_id} {how}: its {dead or 'state is OUT_OF_MEMORY'}; its "
+                        f"log: {job_log}; to continue it from its last checkpoint, rerun the "
+                        f"sweep with resume=auto_or_fresh hydra.sweep.dir={sweep}"
                     ) from err
                 raise LitlabError(
                     f"SLURM job {job_id} ended without a result: {_last_error(log)}; its log: {log}"

@@ -25,6 +25,7 @@ Optuna is imported only once a search starts: Hydra imports every plugin module 
 
 import logging
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,18 @@ from hydra.types import HydraContext, RunMode, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litlab.errors import LitlabError, user_errors
+from litlab.files import failed_write
 from litlab.objective import objectives
 from litlab.run.directory import RunDir
 from litlab.sweeps.settings import check_sweeper, directions, make_sampler
 from litlab.sweeps.space import grid_size, load_function
-from litlab.sweeps.storage import check_storage, fail_stale_trials, open_storage
+from litlab.sweeps.storage import (
+    check_storage,
+    fail_stale_trials,
+    journal_file,
+    open_storage,
+    sqlite_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +194,27 @@ def trial_callback(cfg: DictConfig, hydra_cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+@contextmanager
+def study_writes(storage: str | None, sweep_dir: str):
+    """A write to the study's storage that fails (a full disk) is one LitlabError naming the
+    file, its free space, and the command that continues the search."""
+    try:
+        yield
+    except Exception as err:
+        failed = failed_write(err)
+        if failed is None:
+            raise
+        from litlab.files import human_size
+        from litlab.run.faults import continue_command, free_space
+
+        path = Path(failed.filename or sqlite_file(storage) or journal_file(storage) or sweep_dir)
+        raise LitlabError(
+            f"could not write {path}: {failed.strerror} ({human_size(free_space(path))} free "
+            "there); the study keeps the trials told so far; make room, then continue with: "
+            f"{continue_command(RunDir(sweep_dir), sweep_dir)}"
+        ) from err
+
+
 class _Inline:
     """An executor that runs each call at once, in this thread (for jobs the launcher runs in
     this process, one after another)."""
@@ -285,6 +314,10 @@ class OptunaSweeper(Sweeper):
         return study
 
     def sweep(self, arguments: list[str]) -> None:
+        with user_errors(), study_writes(self.storage, self.config.hydra.sweep.dir):
+            self.search(arguments)
+
+    def search(self, arguments: list[str]) -> None:
         import optuna
 
         with user_errors():
@@ -345,9 +378,16 @@ class OptunaSweeper(Sweeper):
                     if error is None:
                         tell(study, number, sweep_dir / str(number), metrics)
                     else:
-                        study.tell(
-                            number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True
-                        )
+                        try:
+                            study.tell(
+                                number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True
+                            )
+                        except Exception as err:
+                            # A job of this process that said why it stopped (a full disk):
+                            # the study cannot be written either; one line says so.
+                            if isinstance(error, SystemExit) and failed_write(err):
+                                raise error from None
+                            raise
                         log.warning("trial %d failed: %s", number, failure_line(error))
                     failures.ended(number, error, last=asked == n_trials and not running)
         save_results(study, sweep_dir, metrics)

@@ -83,8 +83,12 @@ class _AppendingWriter(ExperimentWriter):
         if keys != self.metrics_keys or not path.is_file():
             atomic_write(path, _table(keys, _rows(path)[1]))
             self.metrics_keys = keys
-        with open(path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=keys).writerows(self.metrics)
+        try:
+            with open(path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=keys).writerows(self.metrics)
+        except OSError as err:  # a full disk: say which file (a cut-off row is dropped on resume)
+            err.filename = err.filename or str(path)
+            raise
         self.metrics = []
 
 

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid, save_image
 
-from litlab.files import atomic_write
+from litlab.files import atomic_write, replacing
 from litlab.models import Classifier
 from litlab.settings import PositiveInt
 from litlab.training.loggers import log_picture
@@ -84,7 +84,8 @@ class GenerativePictures(Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         grid = make_grid(images.detach().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
         path = self.dirpath / f"{name}.png"
-        save_image(grid, path)
+        with replacing(path) as f:  # a full disk leaves the last whole picture
+            save_image(grid, f, format="png")
         log_picture(trainer.loggers, path, trainer.global_step, tag=name.rsplit("_epoch", 1)[0])
         return path
 
@@ -138,7 +139,8 @@ class GenerativePictures(Callback):
         ax.set_title(title)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / "latent_scatter.png"
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        with replacing(path) as f:
+            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
         log_picture(trainer.loggers, path, trainer.global_step)
         return path
 
@@ -193,7 +195,8 @@ class RunPictures(Callback):
     def _save(self, trainer, name: str, figure) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"{name}.png"
-        figure.savefig(path, dpi=100, bbox_inches="tight")
+        with replacing(path) as f:
+            figure.savefig(f, format="png", dpi=100, bbox_inches="tight")
         log_picture(trainer.loggers, path, trainer.global_step)
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:

@@ -15,6 +15,7 @@ from litlab import objective
 from litlab.errors import LitlabError
 from litlab.run.checkpoints import AtomicCheckpointIO, RandomState, check_fits, load_checkpoint
 from litlab.run.directory import RunDir
+from litlab.run.faults import Interruption
 from litlab.run.plan import Plan, plan_run, planned
 from litlab.run.resume import resuming
 from litlab.speed import ask_cuda_without_nvml_where_no_driver, without_idle_batch_hooks
@@ -68,7 +69,13 @@ def _instances(group: DictConfig | None) -> list:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The configured Trainer; its checkpoints also hold the RNG states and are written
     atomically, whatever the config says, so that every run can be resumed."""
-    callbacks = [*_instances(cfg.get("callbacks")), RandomState(), TestCoverage(), ResumedLogs()]
+    callbacks = [
+        Interruption(),  # first: it notes the batch before a configured callback's hooks run
+        *_instances(cfg.get("callbacks")),
+        RandomState(),
+        TestCoverage(),
+        ResumedLogs(),
+    ]
     return instantiate(
         cfg.trainer,
         callbacks=[without_idle_batch_hooks(callback) for callback in callbacks],
