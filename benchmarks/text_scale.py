@@ -10,6 +10,8 @@ other sizes and prints the table only.
 
 import argparse
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +24,7 @@ from report import DATA_DIR, write_section
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 SIZES = (20_000, 200_000, 2_000_000)
+REPEATS = 3  # runs of each kind a median is taken of (a first run on the largest: one)
 WORDS, CLASSES, VOCABULARY = 40, 4, 50_000
 
 
@@ -78,22 +81,28 @@ def first_step(corpus: Path, cache: Path, folder: Path) -> tuple[float, float]:
 
 
 def measure(sizes=SIZES) -> dict[int, dict]:
+    """Per corpus size: the median time to first step and peak RSS of its first runs (the cache
+    cleared before each; one on the largest corpus) and of its second runs."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="litlab-text-scale-") as folder:
         folder = Path(folder)
         for rows in sizes:
             corpus = write_corpus(folder / f"corpus-{rows}.csv", rows)
             cache = folder / f"cache-{rows}"
-            first, first_rss = first_step(corpus, cache, folder)
-            second, second_rss = first_step(corpus, cache, folder)
+            first = []
+            for _ in range(1 if rows == max(sizes) else REPEATS):
+                shutil.rmtree(cache, ignore_errors=True)
+                first.append(first_step(corpus, cache, folder))
+            second = [first_step(corpus, cache, folder) for _ in range(REPEATS)]
             results[rows] = {
                 "file_mb": corpus.stat().st_size / 1e6,
-                "first": first,
-                "second": second,
-                "first_rss": first_rss,
-                "second_rss": second_rss,
+                "first": statistics.median(t for t, _ in first),
+                "second": statistics.median(t for t, _ in second),
+                "first_rss": statistics.median(m for _, m in first),
+                "second_rss": statistics.median(m for _, m in second),
             }
             corpus.unlink()
+            shutil.rmtree(cache)
             print(rows, results[rows], flush=True)
     return results
 
@@ -115,6 +124,85 @@ def table(results: dict[int, dict]) -> str:
     )
 
 
+class MemoryCap:
+    """A cgroup whose processes may use at most `limit` bytes of memory, page cache included
+    (cgroup v2's memory.max, or v1's memory.limit_in_bytes); needs root."""
+
+    def __init__(self, limit: int):
+        name = f"litlab-cap-{os.getpid()}"
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+        if v2.is_file() and "memory" in v2.read_text().split():
+            self.path, files = Path("/sys/fs/cgroup") / name, ("memory.max", "memory.peak")
+        else:
+            self.path = Path("/sys/fs/cgroup/memory") / name
+            files = ("memory.limit_in_bytes", "memory.max_usage_in_bytes")
+        self.limit_file, self.peak_file = files
+        try:
+            self.path.mkdir()
+            (self.path / self.limit_file).write_text(str(limit))
+        except OSError as err:
+            raise RuntimeError(
+                f"cannot make a memory-capped cgroup at {self.path} ({err.strerror}): run as "
+                "root on a machine with the memory controller"
+            ) from err
+
+    def command(self, command: list[str]) -> list[str]:
+        """`command`, started inside the cgroup."""
+        join = f'echo $$ > {self.path}/cgroup.procs && exec "$@"'
+        return ["sh", "-c", join, "sh", *command]
+
+    def peak(self) -> int:
+        return int((self.path / self.peak_file).read_text())
+
+    def remove(self) -> None:
+        self.path.rmdir()
+
+
+def past_ram(cap_gb: float, corpus_gb: float) -> dict:
+    """One epoch of `litlab-train` on a generated corpus of `corpus_gb` GB, its whole process
+    capped at `cap_gb` GB: whether it finished, its cgroup's peak and the times."""
+    cap = MemoryCap(int(cap_gb * 2**30))
+    try:
+        with tempfile.TemporaryDirectory(prefix="litlab-past-ram-") as folder:
+            folder = Path(folder)
+            rows = int(corpus_gb * 1e9 / 194)  # a generated row is about 194 bytes
+            corpus = write_corpus(folder / "corpus.csv", rows)
+            command = [
+                str(BIN / "litlab-train"),
+                "data=text",
+                f"data.corpus={corpus}",
+                f"data.num_classes={CLASSES}",
+                f"data.cache_dir={folder}/cache",
+                "data.max_len=16",
+                "data.batch_size=1024",
+                "data.eval_batch_size=4096",
+                "model=rnn",
+                "model.net.embedding_dim=8",
+                "model.net.hidden_size=8",
+                f"paths.data_dir={DATA_DIR}",
+                f"hydra.run.dir={folder}/run",
+                "trainer.max_epochs=1",
+                "callbacks.early_stopping=null",
+                "test=false",
+            ]
+            start = time.time()
+            done = subprocess.run(cap.command(command), capture_output=True, text=True)
+            result = {
+                "corpus_gb": corpus.stat().st_size / 2**30,
+                "cache_gb": sum(f.stat().st_size for f in (folder / "cache").rglob("*")) / 2**30,
+                "rows": rows,
+                "cap_gb": cap_gb,
+                "peak_gb": cap.peak() / 2**30,
+                "seconds": time.time() - start,
+                "returncode": done.returncode,
+                "tail": done.stderr[-300:],
+            }
+    finally:
+        cap.remove()
+    print(result, flush=True)
+    return result
+
+
 def main() -> dict:
     results = measure()
     largest, base = results[max(results)], results[min(results)]
@@ -124,7 +212,8 @@ def main() -> dict:
         f"{table(results)}\n\n"
         f"Generated CSV corpora ({WORDS} words a row, {CLASSES} classes, a fixed seed), "
         "`litlab-train data=text model=lstm` (batch 32, max_len 400), each run a fresh process "
-        "timed from its start to its first training batch; peak RSS is the whole process's. "
+        "timed from its start to its first training batch; peak RSS is the whole process's; "
+        f"each figure the median of {REPEATS} runs (one first run on the largest corpus). "
         "The first run reads the corpus, fits the tokenizer and encodes it into "
         "`data.cache_dir` (three streamed passes); the second finds the entry by the corpus's "
         "sha256 and its settings and memory-maps it. Targets: the second run on the largest "
@@ -139,8 +228,17 @@ def main() -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", help="corpus sizes; print the table only")
+    parser.add_argument(
+        "--past-ram",
+        type=float,
+        nargs=2,
+        metavar=("CAP_GB", "CORPUS_GB"),
+        help="train an epoch on a corpus of CORPUS_GB under a memory cap of CAP_GB (as root)",
+    )
     args = parser.parse_args()
-    if args.rows:
+    if args.past_ram:
+        past_ram(*args.past_ram)
+    elif args.rows:
         print(table(measure(args.rows)))
     else:
         main()

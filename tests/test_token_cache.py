@@ -5,23 +5,31 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR, compose
+from torch.utils.data import BatchSampler, DistributedSampler
 
 import litlab
 from litlab.data import corpora, text
 from litlab.data.corpora import read_corpus
-from litlab.data.text import TextDataModule, TokenizedTexts, encode, fit_tokenizer
+from litlab.data.text import (
+    BucketBatchSampler,
+    TextDataModule,
+    TokenizedTexts,
+    encode,
+    fit_tokenizer,
+)
 from litlab.data.token_cache import Ragged, problem_with
 from litlab.errors import LitlabError
 
 
 def write_corpus(path, rows=300, word="good"):
     lines = ["text,label"] + [
-        f"{word if i % 2 else 'bad'} words {i % 37} here,{'pos' if i % 2 else 'neg'}"
+        f"{word if i % 2 else 'bad'} words {i % 37}{' more' * (i % 11)},{'pos' if i % 2 else 'neg'}"
         for i in range(rows)
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -67,6 +75,26 @@ def test_a_second_run_maps_the_cache_without_encoding_again(tmp_path, monkeypatc
     sequences = second.splits["train"].sequences
     assert isinstance(sequences, Ragged) and isinstance(sequences.ids, np.memmap)
     assert same_splits(first, second)
+
+
+def test_bucketed_batches_cut_from_the_map_shard_across_ranks(tmp_path):
+    train = ready(write_corpus(tmp_path / "c.csv", rows=600), tmp_path / "cache").splits["train"]
+    lengths = train.lengths.numpy()
+    batches = []
+    for rank in range(2):  # what Lightning builds around each rank's DistributedSampler
+        shard = DistributedSampler(train, num_replicas=2, rank=rank, shuffle=True, seed=1)
+        batches.append(list(BucketBatchSampler(shard, 16, lengths=lengths, pool_batches=5)))
+    assert len(batches[0]) == len(batches[1])  # equal step counts, or DDP would hang
+    seen = [i for batch in batches[0] + batches[1] for i in batch]
+    assert sorted(seen) == list(range(len(train)))  # disjoint shards covering everything
+    spread = []
+    for batch in batches[0]:
+        (tokens, real), _ = train.__getitems__(batch)
+        assert tokens.shape[1] == int(real.max())
+        spread.append(int(real.max() - real.min()))
+    shard = DistributedSampler(train, num_replicas=2, rank=0, shuffle=True, seed=1)
+    unsorted = [np.ptp(lengths[b]) for b in BatchSampler(shard, 16, drop_last=False)]
+    assert np.mean(spread) < 0.5 * np.mean(unsorted)  # still bucketed: similar lengths
 
 
 def test_a_changed_corpus_or_setting_makes_a_new_entry(tmp_path):
@@ -188,22 +216,47 @@ def test_the_cache_holds_what_the_in_memory_path_computes_on_a_shipped_corpus(tm
         assert torch.equal(labels, want_labels)
 
 
-def test_a_run_from_the_cache_scores_as_the_run_that_built_it(tmp_path):
+class InMemoryText(TextDataModule):
+    """The text data as it was read before the cache: every record in memory, a tensor a text."""
+
+    def prepare_data(self) -> None:
+        pass
+
+    def setup(self, stage=None) -> None:
+        if self.splits:
+            return
+        hp = self.hparams
+        splits = self.split_records()
+        self.class_names = sorted({y for _, y in splits["train"]})
+        train = [t for t, _ in splits["train"]]
+        self.tokenizer = fit_tokenizer(train, hp.vocab_size, hp.lowercase)
+        self.save_vocabulary(Path(hp.tokenizer_dir))
+        ids = {name: i for i, name in enumerate(self.class_names)}
+        self.splits = {
+            split: TokenizedTexts(
+                encode(self.tokenizer, [t for t, _ in records], hp.max_len),
+                torch.tensor([ids[y] for _, y in records]),
+            )
+            for split, records in splits.items()
+        }
+
+
+def test_a_run_from_the_cache_scores_as_a_run_from_memory(tmp_path):
     if not (DATA_DIR / "text" / "bbc_news.jsonl").is_file():
         pytest.skip("data/text/bbc_news.jsonl is missing: run `make data` to fetch it")
-    runs = []
-    for name in ("builds", "maps"):
-        cfg = compose(
-            tmp_path / name,
-            "data=bbc_news",
-            "model=lstm",
-            "debug=fdr",
-            f"data.cache_dir={tmp_path / 'cache'}",
-        )
-        runs.append(litlab.train(cfg))
-    assert len(list((tmp_path / "cache").iterdir())) == 1
-    assert runs[0]["test/acc"] == runs[1]["test/acc"]
-    assert runs[0]["test/loss"] == pytest.approx(runs[1]["test/loss"], rel=1e-6)
+    metrics = {}
+    for name, override in (
+        ("memory", f"data._target_={__name__}.InMemoryText"),
+        ("cache", f"data.cache_dir={tmp_path / 'token-cache'}"),
+    ):
+        cfg = compose(tmp_path / f"{name}-run", "data=bbc_news", "model=rnn", "debug=fdr", override)
+        metrics[name] = litlab.train(cfg)
+    assert len(list((tmp_path / "token-cache").iterdir())) == 1
+    assert metrics["cache"]["test/acc"] == metrics["memory"]["test/acc"]
+    assert metrics["cache"]["test/loss"] == metrics["memory"]["test/loss"]
+    assert (tmp_path / "cache-run" / "tokenizer.json").read_text() == (
+        tmp_path / "memory-run" / "tokenizer.json"
+    ).read_text()
 
 
 def test_long_preparation_reports_rows_per_second(tmp_path, caplog):

@@ -3,7 +3,7 @@ in the log when the pass ends (what a batch job's log keeps)."""
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -48,3 +48,13 @@ def rows_progress(description: str, total: int | None = None) -> Iterator[Callab
         yield advance
     seconds = time.perf_counter() - start
     log.info(f"{description}: {done:,} rows in {seconds:.1f} s ({done / seconds:,.0f} rows/s)")
+
+
+def counted(items: Iterable, advance: Callable[[int], None], every: int = 10_000) -> Iterator:
+    """`items`, calling `advance` every so many (a bar redrawn per row would cost more)."""
+    n = 0
+    for n, item in enumerate(items, 1):
+        yield item
+        if n % every == 0:
+            advance(every)
+    advance(n % every)

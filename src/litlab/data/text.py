@@ -10,7 +10,7 @@ Lightning can swap for a `DistributedSampler` under DDP.
 import io
 import json
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Annotated, NamedTuple
@@ -52,7 +52,7 @@ from litlab.data.corpora import (
     records_digest,
 )
 from litlab.data.fetch import locate, not_found
-from litlab.data.progress import rows_progress
+from litlab.data.progress import counted, rows_progress
 from litlab.data.token_cache import (
     FORMAT,
     SPLITS,
@@ -91,16 +91,6 @@ def fit_tokenizer(texts: Iterable[str], vocab_size: int, lowercase: bool = True)
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
-
-
-def counted(texts: Iterable[str], advance: Callable[[int], None], every: int = 10_000):
-    """`texts`, calling `advance` every so many."""
-    n = 0
-    for n, text in enumerate(texts, 1):
-        yield text
-        if n % every == 0:
-            advance(every)
-    advance(n % every)
 
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int | None) -> list[torch.Tensor]:

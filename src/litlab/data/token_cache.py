@@ -76,6 +76,9 @@ class Ragged(Sequence):
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sequence {i} of {len(self)}")
+        i %= len(self)
         return torch.from_numpy(self.ids[self.offsets[i] : self.offsets[i + 1]].astype(np.int64))
 
     def lengths(self) -> np.ndarray:
