@@ -28,11 +28,13 @@ REPEATS = 3  # runs of each kind a median is taken of (a first run on the larges
 WORDS, CLASSES, VOCABULARY = 40, 4, 50_000
 
 
-def write_corpus(path: Path, rows: int, seed: int = 0, words: int = WORDS) -> Path:
+def write_corpus(
+    path: Path, rows: int, seed: int = 0, words: int = WORDS, prefix: str = "w"
+) -> Path:
     """A CSV corpus (`text,label`) of `rows` rows of `words` words, drawn with a fixed seed from a
-    Zipf-like vocabulary; a tenth of a row's words hint at its class."""
+    Zipf-like vocabulary (`prefix` and a number); a tenth of a row's words hint at its class."""
     rng = np.random.default_rng(seed)
-    vocabulary = np.array([f"w{i}" for i in range(VOCABULARY)])
+    vocabulary = np.array([f"{prefix}{i}" for i in range(VOCABULARY)])
     weights = 1 / np.arange(1, VOCABULARY + 1)
     weights /= weights.sum()
     with open(path, "w") as f:
@@ -154,6 +156,14 @@ class MemoryCap:
     def peak(self) -> int:
         return int((self.path / self.peak_file).read_text())
 
+    def oom_kills(self) -> int:
+        """Processes the kernel killed for going past the cap."""
+        events = self.path / (
+            "memory.events" if self.limit_file == "memory.max" else "memory.oom_control"
+        )
+        counts = dict(line.split() for line in events.read_text().splitlines())
+        return int(counts.get("oom_kill", 0))
+
     def remove(self) -> None:
         self.path.rmdir()
 
@@ -165,8 +175,9 @@ def past_ram(cap_gb: float, corpus_gb: float) -> dict:
     try:
         with tempfile.TemporaryDirectory(prefix="litlab-past-ram-") as folder:
             folder = Path(folder)
-            rows = int(corpus_gb * 1e9 / 194)  # a generated row is about 194 bytes
-            corpus = write_corpus(folder / "corpus.csv", rows)
+            # long words: more bytes for the tokenizer's time (a row is about 474 bytes)
+            rows = int(corpus_gb * 2**30 / 474)
+            corpus = write_corpus(folder / "corpus.csv", rows, prefix="wordform")
             command = [
                 str(BIN / "litlab-train"),
                 "data=text",
@@ -193,6 +204,7 @@ def past_ram(cap_gb: float, corpus_gb: float) -> dict:
                 "rows": rows,
                 "cap_gb": cap_gb,
                 "peak_gb": cap.peak() / 2**30,
+                "oom_kills": cap.oom_kills(),
                 "seconds": time.time() - start,
                 "returncode": done.returncode,
                 "tail": done.stderr[-300:],
