@@ -28,7 +28,7 @@ def rows_progress(description: str, total: int | None = None) -> Iterator[Callab
     console = Console(stderr=True)
     bar = Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         RowsColumn(),
         TimeElapsedColumn(),
         console=console,
