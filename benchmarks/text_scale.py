@@ -24,6 +24,7 @@ from report import DATA_DIR, write_section
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 SIZES = (20_000, 200_000, 2_000_000)
+ROWS = tuple(f"{n:,}" for n in SIZES)  # the table's row labels
 REPEATS = 3  # runs of each kind a median is taken of (a first run on the largest: one)
 WORDS, CLASSES, VOCABULARY = 40, 4, 50_000
 

@@ -46,7 +46,7 @@ def rows_progress(description: str, total: int | None = None) -> Iterator[Callab
             bar.advance(task, rows)
 
         yield advance
-    seconds = time.perf_counter() - start
+    seconds = max(time.perf_counter() - start, 1e-6)
     log.info(f"{description}: {done:,} rows in {seconds:.1f} s ({done / seconds:,.0f} rows/s)")
 
 
