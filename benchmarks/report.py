@@ -32,6 +32,7 @@ one process on the same data. What each section compares against:
 | The article's CNN vs Keras | the article's own Keras code on the same MNIST files |
 | torch.compile | the same net and step in eager PyTorch |
 | Text pipeline | batches drawn at random, without length buckets |
+| Text at scale | the same run on a 20k-row corpus; a corpus's first run (no cache) |
 | Text classification accuracy | TF-IDF (1-2 grams, 10k) + logistic regression, same split |
 | Variational autoencoders | pytorch/examples' VAE in a plain loop; the CNN from scratch |
 | MNIST speedrun | `experiment=seed_cnn` (the article's 5 epochs), same device settings |

@@ -16,6 +16,7 @@ import startup
 import sweeps
 import text_accuracy
 import text_pipeline
+import text_scale
 import triton_aot
 import vae
 
@@ -30,6 +31,7 @@ BENCHMARKS = (
     compile,
     speedrun,
     text_pipeline,
+    text_scale,
     article_accuracy,
     text_accuracy,
     vae,

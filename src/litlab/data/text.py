@@ -7,12 +7,15 @@ so little compute is spent on padding, and takes its indices from an ordinary sa
 Lightning can swap for a `DistributedSampler` under DDP.
 """
 
+import io
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Annotated, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
@@ -37,8 +40,33 @@ from litlab.data.base import (
     stratified_split,
     whole_batch,
 )
-from litlab.data.corpora import CORPORA, HUB_PREFIX, Records, csv_rows, read_corpus, read_hub
+from litlab.data.corpora import (
+    CORPORA,
+    HUB_PREFIX,
+    Records,
+    corpus_digest,
+    corpus_records,
+    csv_rows,
+    read_corpus,
+    read_hub,
+    records_digest,
+)
 from litlab.data.fetch import locate, not_found
+from litlab.data.progress import counted, rows_progress
+from litlab.data.token_cache import (
+    FORMAT,
+    SPLITS,
+    Entry,
+    Plan,
+    Ragged,
+    Source,
+    cached,
+    encode_splits,
+    finished,
+    key_of,
+    label_codes,
+    train_texts,
+)
 from litlab.errors import LitlabError
 from litlab.files import atomic_write
 from litlab.settings import Count, PositiveInt, Range, Share, TrainWindow
@@ -52,7 +80,7 @@ class PaddedTokens(NamedTuple):
     lengths: torch.Tensor  # [B] int64, each >= 1
 
 
-def fit_tokenizer(texts: Sequence[str], vocab_size: int, lowercase: bool = True) -> Tokenizer:
+def fit_tokenizer(texts: Iterable[str], vocab_size: int, lowercase: bool = True) -> Tokenizer:
     """A word-level tokenizer whose vocabulary holds the most frequent words of `texts`."""
     tokenizer = Tokenizer(WordLevel(unk_token=UNK))
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
@@ -109,7 +137,7 @@ def column_texts(path: Path, column: str, encoding: str = "utf-8") -> list[Input
         return [_json_text(f"{path}:{n}", line, column) for n, line in _numbered(text) if line]
     items: list[InputItem] = []
     at = None
-    for line, row, problem in csv_rows(path, text):
+    for line, row, problem in csv_rows(path, io.StringIO(text, newline="")):
         if problem is not None:
             return [*items, (f"{path}:{line}", None, problem)]
         if at is None:  # the header
@@ -153,16 +181,18 @@ class TokenizedTexts(Dataset):
 
     def __init__(
         self,
-        sequences: list[torch.Tensor],
+        sequences: Sequence[torch.Tensor],  # a list, or a memory-mapped `Ragged`
         labels: torch.Tensor,
         window: int | None = None,
         pad_to_multiple_of: int = 1,
     ):
         self.sequences, self.labels, self.window = sequences, labels, window
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.lengths = torch.tensor(
-            [min(len(s), window or len(s)) for s in sequences], dtype=torch.int64
-        )
+        if isinstance(sequences, Ragged):
+            lengths = sequences.lengths()
+        else:
+            lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+        self.lengths = torch.from_numpy(np.minimum(lengths, window) if window else lengths)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -204,15 +234,16 @@ class BucketBatchSampler(BatchSampler):
         pool_batches: int = 50,
     ):
         super().__init__(sampler, batch_size, drop_last)
-        self.lengths, self.pool_batches = list(lengths), pool_batches
+        self.lengths, self.pool_batches = np.asarray(lengths), pool_batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        indices = list(self.sampler)
+        indices = np.fromiter(self.sampler, dtype=np.int64)
         pool = self.pool_batches * self.batch_size
         shuffle = not isinstance(self.sampler, SequentialSampler)
         rng = random.Random(int(torch.randint(2**62, ()))) if shuffle else None
         for start in range(0, len(indices), pool):
-            chunk = sorted(indices[start : start + pool], key=self.lengths.__getitem__)
+            chunk = indices[start : start + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")].tolist()
             batches = [
                 chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
             ]
@@ -312,6 +343,7 @@ class TextDataModule(TextInputs, SplitDataModule):
         pool_batches: PositiveInt = 50,
         pad_to_multiple_of: PositiveInt = 1,  # 1: each batch padded to its longest text
         tokenizer_dir: str | None = None,
+        cache_dir: str | None = None,  # None: <data_dir>/cache/text
         num_workers: Count = 0,
         *,
         seed: int,  # the run's `seed`: the data's split follows it, and has no default of its own
@@ -322,6 +354,7 @@ class TextDataModule(TextInputs, SplitDataModule):
         self.splits: dict[str, TokenizedTexts] = {}
         self.class_names: list[str] = []
         self.tokenizer: Tokenizer | None = None
+        self._entry: Entry | None = None
 
     def _builtin(self):
         return CORPORA.get(self.hparams.corpus)
@@ -348,12 +381,7 @@ class TextDataModule(TextInputs, SplitDataModule):
         return path
 
     def prepare_data(self) -> None:
-        hub = self._hub_name()
-        if hub is not None:  # downloads into the hub cache
-            read_hub(hub, self.hparams.text_column, self.hparams.label_column)
-            return
-        path = self.corpus_path()
-        if self._builtin() is not None and not path.is_file():
+        if self._builtin() is not None and not self.corpus_path().is_file():
             name = self.hparams.corpus
             raise LitlabError(
                 not_found(
@@ -363,6 +391,8 @@ class TextDataModule(TextInputs, SplitDataModule):
                     f"litlab-data {name}",
                 )
             )
+        self.token_entry()  # built once here (rank 0 under DDP); every rank maps it in setup
+        # (a hub dataset is downloaded into the hub's cache as it is read)
 
     def read(self, path) -> Records:
         hp = self.hparams
@@ -391,64 +421,165 @@ class TextDataModule(TextInputs, SplitDataModule):
             "test": given.get("test") or [train[i] for i in test],
         }
 
-    def _label_names(self, splits: dict[str, Records], saved: Path | None) -> list[str]:
-        if saved is not None and saved.is_file():
-            return json.loads(saved.read_text())
-        names = sorted({y for _, y in splits["train"]})
-        if not names:
-            raise LitlabError(f"the train split of corpus {self.hparams.corpus} is empty")
-        if len(names) == 1:
-            raise LitlabError(
-                f"corpus {self.hparams.corpus} has a single class ({names[0]!r}) in train; "
-                "a classifier needs at least two"
+    def sources(self) -> dict[str, Source]:
+        """The corpus (to be split) and any given val and test files, or a hub dataset's splits."""
+        hp = self.hparams
+        hub = self._hub_name()
+        if hub is not None:
+            given = read_hub(hub, hp.text_column, hp.label_column)
+            return {
+                split: Source(
+                    lambda r=records: iter(r),
+                    lambda r=records: records_digest(r),
+                    f"{HUB_PREFIX}{hub} ({split})",
+                )
+                for split, records in given.items()
+            }
+        paths = {"train": self.corpus_path(), "val": hp.val_path, "test": hp.test_path}
+        columns = (hp.text_column, hp.label_column, hp.encoding)
+        return {
+            split: Source(
+                partial(corpus_records, Path(path), *columns),
+                partial(corpus_digest, Path(path)),
+                str(path),
             )
+            for split, path in paths.items()
+            if path
+        }
+
+    def cache_root(self) -> Path:
+        """Where tokenized corpora are kept: data.cache_dir, or `<data_dir>/cache/text`."""
+        hp = self.hparams
+        return Path(hp.cache_dir) if hp.cache_dir else Path(hp.data_dir) / "cache" / "text"
+
+    def token_entry(self) -> Entry:
+        """The tokenized corpus, from the cache or built into it."""
+        if self._entry is not None:
+            return self._entry
+        hp = self.hparams
+        sources = self.sources()
+        settings = {
+            "format": FORMAT,
+            "corpus": {split: source.digest() for split, source in sources.items()},
+            "columns": [hp.text_column, hp.label_column, hp.encoding],
+            "split": [hp.seed, hp.val_fraction, hp.test_fraction],
+            "tokenizer": [hp.vocab_size, hp.lowercase],
+            "max_len": [hp.max_len, hp.train_window],
+        }
+        saved = {}  # a trained run's own tokenizer and class names, if it has them
+        for name in (TOKENIZER_FILE, LABELS_FILE):
+            file = Path(hp.tokenizer_dir or "") / name
+            if hp.tokenizer_dir and file.is_file():
+                saved[name] = file.read_text()
+        root, key = self.cache_root(), key_of(settings)
+        if saved:
+            entry = finished(root, key)  # the run's tokenizer was most likely fitted there
+            if entry is not None and all(
+                (entry.path / name).read_text() == text for name, text in saved.items()
+            ):
+                self._entry = entry
+                return entry
+            key = key_of({**settings, "saved": saved})
+        self._entry = cached(root, key, partial(self._build, sources=sources, saved=saved))
+        return self._entry
+
+    def _build(self, folder: Path, sources: dict[str, Source], saved: dict[str, str]) -> None:
+        """Split the corpus, fit the tokenizer on train (unless saved) and encode every split."""
+        hp = self.hparams
+        codes, names = label_codes(sources, f"reading {hp.corpus}")
+        into = {s: np.full(len(c), SPLITS.index(s), dtype=np.int8) for s, c in codes.items()}
+        fractions = [
+            0.0 if s in sources else f
+            for s, f in (("val", hp.val_fraction), ("test", hp.test_fraction))
+        ]
+        val, test, _ = stratified_split(codes["train"].tolist(), fractions, hp.seed)
+        into["train"][val], into["train"][test] = 1, 2
+        plan = Plan(codes, into, names)
+        present = {
+            split: {
+                names[c] for s in codes for c in np.unique(codes[s][into[s] == SPLITS.index(split)])
+            }
+            for split in SPLITS
+        }
+        saved_names = json.loads(saved[LABELS_FILE]) if LABELS_FILE in saved else None
+        class_names = self._class_names(present, saved_names)
+        if TOKENIZER_FILE in saved:
+            tokenizer = Tokenizer.from_str(saved[TOKENIZER_FILE])
+        else:
+            train_rows = int(sum((i == 0).sum() for i in into.values()))
+            with rows_progress("fitting the tokenizer", train_rows) as advance:
+                texts = counted(train_texts(sources, plan), advance)
+                tokenizer = fit_tokenizer(texts, hp.vocab_size, hp.lowercase)
+        window = hp.train_window == "random"  # train keeps whole texts, read through a window
+        encode_splits(
+            folder,
+            sources,
+            plan,
+            tokenizer,
+            {name: i for i, name in enumerate(class_names)},
+            {"train": None if window else hp.max_len, "val": hp.max_len, "test": hp.max_len},
+            f"encoding {hp.corpus}",
+        )
+        (folder / TOKENIZER_FILE).write_text(saved.get(TOKENIZER_FILE) or tokenizer.to_str())
+        (folder / LABELS_FILE).write_text(json.dumps(class_names))
+
+    def _class_names(self, present: dict[str, set[str]], saved: list[str] | None) -> list[str]:
+        """The classes (the sorted labels of train, or the run's own), after checking that
+        every split has records and no label unknown to train."""
+        names = saved or sorted(present["train"])
+        if saved is None:
+            if not names:
+                raise LitlabError(f"the train split of corpus {self.hparams.corpus} is empty")
+            if len(names) == 1:
+                raise LitlabError(
+                    f"corpus {self.hparams.corpus} has a single class ({names[0]!r}) in train; "
+                    "a classifier needs at least two"
+                )
+            self._check_class_count(names)
+        for split in SPLITS:
+            unseen = sorted(present[split] - set(names))
+            if unseen:
+                raise LitlabError(
+                    f"label {unseen[0]!r} appears in the {split} split but never in train; "
+                    "fix the labels or let litlab split one corpus"
+                )
+            if not present[split]:
+                fix = (
+                    "lower data.val_fraction and data.test_fraction"
+                    if split == "train"
+                    else f"raise data.{split}_fraction or give data.{split}_path"
+                )
+                raise LitlabError(
+                    f"the {split} split of corpus {self.hparams.corpus} is empty: {fix}"
+                )
+        return names
+
+    def _check_class_count(self, names: list[str]) -> None:
         if len(names) != self.hparams.num_classes:
             shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
             raise LitlabError(
                 f"corpus {self.hparams.corpus} has {len(names)} classes ({shown}) but "
                 f"data.num_classes={self.hparams.num_classes}; set data.num_classes={len(names)}"
             )
-        return names
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         hp = self.hparams
-        splits = self.split_records()
+        entry = self.token_entry()
         out = Path(hp.tokenizer_dir) if hp.tokenizer_dir else None
-        self.class_names = self._label_names(splits, out / LABELS_FILE if out else None)
-        label_ids = {name: i for i, name in enumerate(self.class_names)}
-        for split, records in splits.items():
-            unseen = sorted({y for _, y in records} - set(label_ids))
-            if unseen:
-                raise LitlabError(
-                    f"label {unseen[0]!r} appears in the {split} split but never in train; "
-                    "fix the labels or let litlab split one corpus"
-                )
-            if not records:
-                fix = (
-                    "lower data.val_fraction and data.test_fraction"
-                    if split == "train"
-                    else f"raise data.{split}_fraction or give data.{split}_path"
-                )
-                raise LitlabError(f"the {split} split of corpus {hp.corpus} is empty: {fix}")
-        if out is not None and (out / TOKENIZER_FILE).is_file():  # a trained run's own tokenizer
-            self.tokenizer = Tokenizer.from_file(str(out / TOKENIZER_FILE))
-        else:
-            texts = [text for text, _ in splits["train"]]
-            self.tokenizer = fit_tokenizer(texts, hp.vocab_size, hp.lowercase)
-            if out is not None:
-                self.save_vocabulary(out)
+        self.class_names = entry.class_names()
+        if out is None or not (out / LABELS_FILE).is_file():
+            self._check_class_count(self.class_names)  # not part of the cache's key
+        self.tokenizer = Tokenizer.from_str(entry.tokenizer_text())
+        if out is not None and not (out / TOKENIZER_FILE).is_file():
+            self.save_vocabulary(out)  # the run keeps its own copy: predict and export read it
         self.splits = {}
-        for split, records in splits.items():
+        for split in SPLITS:
             # Val and test read a text's first max_len tokens; train may read any max_len of them.
             window = hp.max_len if split == "train" and hp.train_window == "random" else None
-            self.splits[split] = TokenizedTexts(
-                encode(self.tokenizer, [t for t, _ in records], None if window else hp.max_len),
-                torch.tensor([label_ids[y] for _, y in records], dtype=torch.int64),
-                window,
-                hp.pad_to_multiple_of,
-            )
+            sequences, labels = entry.split(split)
+            self.splits[split] = TokenizedTexts(sequences, labels, window, hp.pad_to_multiple_of)
 
     def save_vocabulary(self, directory: Path) -> None:
         """Write the tokenizer and class names, atomically (DDP ranks may race here)."""
@@ -462,7 +593,7 @@ class TextDataModule(TextInputs, SplitDataModule):
             batches = BucketBatchSampler(
                 sampler,
                 batch_size,
-                lengths=dataset.lengths.tolist(),
+                lengths=dataset.lengths.numpy(),
                 pool_batches=self.hparams.pool_batches,
             )
             return DataLoader(
