@@ -79,7 +79,7 @@ def check_sweep(argv: list[str]) -> None:
     args = hydra_arguments(argv)
     if not sweeping(argv) or composes_elsewhere(args):
         return
-    check_runs_below(_value(argv, "hydra.sweep.dir"), _value(argv, "trust_run") is True)
+    check_runs_below(_value(argv, "hydra.sweep.dir"), _value(argv, "trust_run") or False)
     name = args.config_name or "train"
     fixed, values = [], {}  # values: each swept key's values (none for Optuna's ranges)
     for override in OverridesParser.create().parse_overrides(overrides_of(args)):
