@@ -320,3 +320,12 @@ def test_a_litlab_yaml_that_comes_with_the_run_counts_for_nothing(tmp_path, mnis
         )
         assert "modules: [brought]" not in errors[0]  # no hint to trust what came along
         assert not target.exists() and files(tmp_path) == before
+
+
+def test_trust_run_is_true_or_false(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.write_config(compose(run.path, "experiment=mlp_relu"))
+    before = files(tmp_path)
+    result = run_cli("litlab-eval", f"run_dir={run.path}", "trust_run=yes", cwd=tmp_path)
+    assert "trust_run=yes must be true or false" in error_line(result)
+    assert files(tmp_path) == before

@@ -189,9 +189,8 @@ def check_sweep(argv: list[str]) -> None:
     args = hydra_arguments(argv)
     if composes_elsewhere(args) or not sweeping(args):
         return
-    check_runs_below(
-        _value(args.overrides, "hydra.sweep.dir"), _value(args.overrides, "trust_run") is True
-    )
+    given = args.overrides
+    check_runs_below(_value(given, "hydra.sweep.dir"), _value(given, "trust_run") or False)
     name = args.config_name or "train"
     fixed, values = [], {}  # values: each swept key's values (none for Optuna's ranges)
     for override in OverridesParser.create().parse_overrides(overrides_of(args)):

@@ -359,6 +359,8 @@ def _items(node, prefix: str) -> Iterator[tuple[str, object]]:
 def check_run_config(cfg: DictConfig, config_file: Path, trusted: bool = False) -> None:
     """Check a run's config before anything is built from it: what it names (see the module's
     words), then every value, as litlab-train checks a new config; one line naming the file."""
+    if not isinstance(trusted, bool):  # trust_run=yes would read as a string
+        raise LitlabError(f"trust_run={trusted} must be true or false")
     try:
         project = project_of(config_file.parent)
         check_run_targets(OmegaConf.to_container(cfg), trusted, project)

@@ -50,7 +50,7 @@ def resumed_config(
     run = RunDir.of(cfg)
     if not run.config_file.is_file():
         return cfg  # it never got going: start as configured
-    resumed = run.config(trust=bool(cfg.get("trust_run")))  # as asked now, not as recorded
+    resumed = run.config(cfg.get("trust_run", False))  # as asked now, not as recorded
     for key in ("paths.output_dir", "resume", "ckpt_path", *values):
         OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), merge=False)
     if choices:
