@@ -20,7 +20,7 @@ from hydra._internal.callbacks import Callbacks
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
-from hydra.core.utils import JobStatus, run_job
+from hydra.core.utils import JobStatus, configure_log, run_job
 from hydra.errors import HydraException
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -85,6 +85,7 @@ def single_run(args) -> tuple[DictConfig, Plan]:
 
 def run_single(cfg: DictConfig, plan: Plan) -> None:
     """Run the plan as Hydra runs a job: its logging, `.hydra/` and Hydra's config set."""
+    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)  # Hydra's own first, as ever
     context = HydraContext(config_loader=None, callbacks=Callbacks(cfg))
     with user_errors(), nothing_left_if_refused(plan.run.path):
         job = run_job(lambda _: run_here(plan), cfg, "hydra.run.dir", None, context)

@@ -38,6 +38,8 @@ from litlab.errors import LitlabError, user_errors
 from litlab.files import failed_write
 from litlab.objective import objectives
 from litlab.run.directory import RunDir
+from litlab.run.supervisor import read_killed
+from litlab.sweeps.jobs import JobFailed
 from litlab.sweeps.settings import check_sweeper, directions, make_sampler
 from litlab.sweeps.space import grid_size, load_function
 from litlab.sweeps.storage import (
@@ -115,14 +117,17 @@ def tell(study, number: int, job_dir: Path, metrics: list[str]) -> str:
 
 def settle(study, sweep_dir: Path, metrics: list[str]) -> None:
     """Tell an Optuna `study` the results of its trials still marked running whose jobs have
-    ended (those of a submitter that was stopped). A job still running may be another
-    submitter's, which tells it; one that died is failed by its heartbeat, where there is one."""
+    ended (those of a submitter that was stopped): finished (metrics.json), failed (error.txt)
+    or killed (killed.json). A job still running may be another submitter's, which tells it;
+    one that died unseen is failed by its heartbeat, where there is one."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        job_dir = sweep_dir / str(trial.number)
-        if RunDir(job_dir).metrics_file.is_file():
-            tell(study, trial.number, job_dir, metrics)
+        job = RunDir(sweep_dir / str(trial.number))
+        if job.metrics_file.is_file():
+            tell(study, trial.number, job.path, metrics)
+        elif job.failure() is not None or read_killed(job.path):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def failure_line(error: BaseException) -> str:
@@ -383,10 +388,11 @@ class OptunaSweeper(Sweeper):
                                 number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True
                             )
                         except Exception as err:
-                            # A job of this process that said why it stopped (a full disk):
-                            # the study cannot be written either; one line says so.
-                            if isinstance(error, SystemExit) and failed_write(err):
-                                raise error from None
+                            # The study cannot be written either (a full disk): the job's own
+                            # line says so, and what the job keeps.
+                            if isinstance(error, JobFailed) and failed_write(err):
+                                with user_errors():
+                                    raise LitlabError(error.reason) from None
                             raise
                         log.warning("trial %d failed: %s", number, failure_line(error))
                     failures.ended(number, error, last=asked == n_trials and not running)
