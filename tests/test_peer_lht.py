@@ -44,7 +44,7 @@ def rows(run_dir: Path) -> list[dict]:
 
 
 def checkpoints(run_dir: Path) -> list[str]:
-    return sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    return sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
 
 
 def job_dirs(sweep: Path) -> list[Path]:
