@@ -7,6 +7,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from litlab.files import failed_write
+from litlab.sweeps.storage import journal_file, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -14,15 +15,14 @@ log = logging.getLogger(__name__)
 @contextmanager
 def naming_the_storage(storage: str):
     """A write to the study that fails (a full disk) names the study's database file."""
-    from litlab.sweeps.studies import sqlite_file
-
     try:
         yield
     except Exception as err:
         failed = failed_write(err)
         if failed is None:
             raise
-        failed.filename = failed.filename or str(sqlite_file(storage) or storage)
+        study_file = sqlite_file(storage) or journal_file(storage) or storage
+        failed.filename = failed.filename or str(study_file)
         raise failed from err
 
 

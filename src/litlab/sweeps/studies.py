@@ -174,28 +174,25 @@ def trial_callback(cfg: DictConfig, hydra_cfg: DictConfig) -> DictConfig:
     search = hydra_cfg.sweeper
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return cfg
+    trial = {"storage": search.storage, "study_name": search.study_name, "trial": hydra_cfg.job.num}
+    callbacks = {}
     if search.get("heartbeat_interval") is not None:
-        with open_dict(cfg):
-            cfg.callbacks = cfg.get("callbacks") or {}
-            cfg.callbacks.heartbeat = {
-                "_target_": "litlab.sweeps.heartbeat.Heartbeat",
-                "storage": search.storage,
-                "study_name": search.study_name,
-                "trial": hydra_cfg.job.num,
-                "interval": search.heartbeat_interval,
-            }
-    if search.get("pruner") is None:
-        return cfg
-    with open_dict(cfg):
-        cfg.callbacks = cfg.get("callbacks") or {}
-        cfg.callbacks.pruning = {
+        callbacks["heartbeat"] = {
+            "_target_": "litlab.sweeps.heartbeat.Heartbeat",
+            **trial,
+            "interval": search.heartbeat_interval,
+        }
+    if search.get("pruner") is not None:
+        callbacks["pruning"] = {
             "_target_": "litlab.sweeps.pruning.Pruning",
-            "storage": search.storage,
-            "study_name": search.study_name,
-            "trial": hydra_cfg.job.num,
+            **trial,
             "pruner": search.pruner,
             "metric": cfg.optimized_metric,
         }
+    if callbacks:
+        with open_dict(cfg):
+            cfg.callbacks = cfg.get("callbacks") or {}
+            cfg.callbacks.update(callbacks)
     return cfg
 
 
