@@ -172,27 +172,27 @@ def trial_callback(cfg: DictConfig, hydra_cfg: DictConfig) -> DictConfig:
     """A job's config with the callbacks that report to its Optuna trial, when the job is a
     trial of a search with a pruner or a heartbeat (trial N is job N); else `cfg` as it is."""
     search = hydra_cfg.sweeper
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return cfg
+    beats, prunes = search.get("heartbeat_interval"), search.get("pruner")
+    if hydra_cfg.mode != RunMode.MULTIRUN or (beats is None and prunes is None):
+        return cfg  # Hydra's own sweeper has neither
     trial = {"storage": search.storage, "study_name": search.study_name, "trial": hydra_cfg.job.num}
     callbacks = {}
-    if search.get("heartbeat_interval") is not None:
+    if beats is not None:
         callbacks["heartbeat"] = {
             "_target_": "litlab.sweeps.heartbeat.Heartbeat",
             **trial,
-            "interval": search.heartbeat_interval,
+            "interval": beats,
         }
-    if search.get("pruner") is not None:
+    if prunes is not None:
         callbacks["pruning"] = {
             "_target_": "litlab.sweeps.pruning.Pruning",
             **trial,
-            "pruner": search.pruner,
+            "pruner": prunes,
             "metric": cfg.optimized_metric,
         }
-    if callbacks:
-        with open_dict(cfg):
-            cfg.callbacks = cfg.get("callbacks") or {}
-            cfg.callbacks.update(callbacks)
+    with open_dict(cfg):
+        cfg.callbacks = cfg.get("callbacks") or {}
+        cfg.callbacks.update(callbacks)
     return cfg
 
 
