@@ -70,19 +70,27 @@ def test_bucketed_text_batches_shard_evenly():
         assert max(spread) - min(spread) < 30
 
 
-def rank_processes(parent: int) -> list[int]:
-    """The live processes `parent` started as DDP ranks (Lightning sets their LOCAL_RANK)."""
-    found = []
+def rank_processes(ancestor: int) -> list[int]:
+    """The live processes below `ancestor` (litlab-train's supervisor, then the process running
+    the sweep) that Lightning started as DDP ranks (it sets their LOCAL_RANK)."""
+    parents, ranks = {}, []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             environ = (stat.parent / "environ").read_bytes().split(b"\0")
         except OSError:  # ended meanwhile
             continue
-        state, ppid = fields[0], int(fields[1])
-        if ppid == parent and state != "Z" and any(v.startswith(b"LOCAL_RANK=") for v in environ):
-            found.append(int(stat.parent.name))
-    return found
+        pid, state = int(stat.parent.name), fields[0]
+        parents[pid] = int(fields[1])
+        if state != "Z" and any(v.startswith(b"LOCAL_RANK=") for v in environ):
+            ranks.append(pid)
+
+    def below(pid: int) -> bool:
+        while pid in parents and pid != ancestor:
+            pid = parents[pid]
+        return pid == ancestor
+
+    return [pid for pid in ranks if pid != ancestor and below(pid)]
 
 
 def test_a_rank_killed_in_a_ddp_sweep_fails_its_job_only_and_leaves_no_process(tmp_path, mnist):
