@@ -40,6 +40,7 @@ class HoldAtStep(Callback):
 def hold(step: int, reached: Path, until: Path | None = None, give_up_s=None) -> list[str]:
     """The overrides that put HoldAtStep into a run (its job processes run in this checkout)."""
     overrides = [
+        "trust_run=true",  # these runs name this module of the tests': a rerun over them trusts it
         "+callbacks.hold._target_=tests.events.HoldAtStep",
         f"+callbacks.hold.step={step}",
         f"+callbacks.hold.reached={reached}",

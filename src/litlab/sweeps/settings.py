@@ -99,7 +99,7 @@ def check_sweeper(cfg: DictConfig, arguments: Sequence[str] = ()) -> SearchSpace
         raise LitlabError(
             f"hydra.sweeper.batch_synchronous={search.batch_synchronous} is not true or false"
         )
-    for key in ("study_name", "storage", "custom_search_space"):
+    for key in ("study_name", "custom_search_space"):  # the storage: its own check
         value = search.get(key)
         if value is not None and not isinstance(value, str):
             raise LitlabError(f"hydra.sweeper.{key}={value} is not a name; give a string or null")

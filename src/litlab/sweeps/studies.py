@@ -151,7 +151,7 @@ def ran_with(job_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     job = RunDir(job_dir)
     if not job.config_file.is_file():
         return dict(params)
-    config = job.config()
+    config = job.config(trust=True)  # this search's own job: checked when the search began
     hydra_file = job_dir / ".hydra" / "hydra.yaml"
     choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.is_file() else {}
     values = {}
