@@ -97,6 +97,13 @@ class Held:
         return self.process.returncode, stderr
 
 
+def resumes_to(run_dir: Path, whole: dict) -> None:
+    """`resume=auto` continues the run to exactly the metrics of the uninterrupted one."""
+    resumed = train("resume=auto", f"hydra.run.dir={run_dir}", TRUSTED)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_metrics(run_dir) == whole
+
+
 def last_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr[-3000:]
     return [line for line in stderr.splitlines() if line.strip()][-1]
@@ -158,9 +165,7 @@ def test_a_disk_full_at_a_checkpoint_is_one_line_and_a_resume_ends_as_the_whole_
         intact(run_dir, epoch=0)
 
         filler.unlink()
-        resumed = train("resume=auto", f"hydra.run.dir={run_dir}", TRUSTED)
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert read_metrics(run_dir) == whole
+        resumes_to(run_dir, whole)
 
 
 def test_a_disk_full_at_the_metrics_is_one_line_and_a_resume_ends_as_the_whole_run(tmp_path, whole):
@@ -179,9 +184,7 @@ def test_a_disk_full_at_the_metrics_is_one_line_and_a_resume_ends_as_the_whole_r
         intact(run_dir, epoch=1)
 
         filler.unlink()
-        resumed = train("resume=auto", f"hydra.run.dir={run_dir}", TRUSTED)
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert read_metrics(run_dir) == whole
+        resumes_to(run_dir, whole)
 
 
 def continued(run_dir: Path) -> str:
@@ -203,9 +206,7 @@ def test_sigterm_saves_the_cut_epoch_exits_143_and_a_resume_ends_as_the_whole_ru
     cut = load_checkpoint(run_dir / "checkpoints" / "interrupted.ckpt")
     assert (cut["epoch"], cut["global_step"]) == (1, 8 + 3)
 
-    resumed = train("resume=auto", f"hydra.run.dir={run_dir}", TRUSTED)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert read_metrics(run_dir) == whole
+    resumes_to(run_dir, whole)
     assert not (run_dir / "checkpoints" / "interrupted.ckpt").exists()  # trained again
 
 
@@ -222,9 +223,7 @@ def test_ctrl_c_stops_after_the_batch_exits_130_and_a_resume_ends_as_the_whole_r
     )
     intact(run_dir, epoch=0)
 
-    resumed = train("resume=auto", f"hydra.run.dir={run_dir}", TRUSTED)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert read_metrics(run_dir) == whole
+    resumes_to(run_dir, whole)
 
 
 def test_a_second_ctrl_c_stops_at_once(tmp_path, whole):
@@ -245,9 +244,7 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, whole):
     intact(run_dir, epoch=0)
 
     (held.folder / "go").touch()  # the resumed run is not held
-    resumed = train("resume=auto", f"hydra.run.dir={run_dir}", TRUSTED)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert read_metrics(run_dir) == whole
+    resumes_to(run_dir, whole)
 
 
 @contextmanager

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -18,6 +17,7 @@ import pytest
 from conftest import DATA_DIR, cli_command, run_cli
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
+from test_slurm import wait_for
 
 from litlab.sweeps.storage import check_storage, open_storage
 
@@ -37,16 +37,6 @@ SLURM = [
     "hydra.launcher.timeout_min=10",
 ]
 PARAMS = ("model.optimizer.lr", "data.batch_size")  # what hparams_search=mnist_optuna searches
-
-
-def wait_for(condition, *processes: subprocess.Popen, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        for process in processes:
-            assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return found
 
 
 def submitter(*args: str) -> subprocess.Popen:
